@@ -1,0 +1,32 @@
+"""scratchnet: chapter 4 of "Deep Learning from Scratch" as real software.
+
+The textbook's functions under their own names, with interchangeable
+backends (``"numpy"`` reference, ``"numba"`` default, ``"c"`` compiled):
+
+>>> import numpy as np, scratchnet as sn
+>>> sn.numerical_gradient(lambda x: np.sum(x**2), np.array([3.0, 4.0]))
+array([6., 8.])
+"""
+
+from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
+from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
+from .gradient import gradient_descent, numerical_diff, numerical_gradient
+from .network import TwoLayerNet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available_backends",
+    "cross_entropy_error",
+    "get_backend",
+    "get_num_threads",
+    "gradient_descent",
+    "numerical_diff",
+    "numerical_gradient",
+    "set_backend",
+    "set_num_threads",
+    "sigmoid",
+    "softmax",
+    "sum_squares_error",
+    "TwoLayerNet",
+]

@@ -1,0 +1,110 @@
+"""Backend registry: one module per backend, the same kernel names in each.
+
+A backend module provides, for C-contiguous float64 arrays (no validation;
+that is done by the public functions):
+
+- ``sigmoid(x, out)``: x, out (M,)
+- ``softmax(x, out)``: x, out (N, K), row-wise
+- ``cross_entropy_error(y, t) -> float``: y (N, K), t (N,) intp labels in range
+- ``network_numerical_gradient(x, t, W1, b1, W2, b2, h, dW1, db1, dW2, db2)``:
+  the central-difference gradient of :meth:`scratchnet.TwoLayerNet.loss`;
+  x (N, D), t (N,) intp, outputs preallocated with the parameters' shapes.
+
+Modules are imported on first use, so ``import scratchnet`` stays fast and
+does not load Numba or the compiled extension.
+"""
+
+import importlib
+import threading
+
+from .._config import BACKEND_NAMES, DEFAULT_BACKEND
+
+_MODULES = {"numpy": "numpy_ref", "numba": "numba_kernels", "c": "c"}
+_state = {"backend": DEFAULT_BACKEND}
+_lock = threading.Lock()
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name not in _MODULES:
+        raise ValueError(f"backend: unknown backend {name!r}; choose one of {list(BACKEND_NAMES)}")
+
+
+def load(name):
+    """Import and return the module of backend ``name``."""
+    _check_name(name)
+    with _lock:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
+
+
+def resolve(backend=None):
+    """The module for ``backend``, or for the global backend when None."""
+    return load(_state["backend"] if backend is None else backend)
+
+
+def available_backends():
+    """Names of the backends that load on this installation.
+
+    Returns
+    -------
+    tuple of str
+        A subset of ``("numpy", "numba", "c")``; ``"c"`` is missing only if
+        the compiled extension ``scratchnet._ckernels`` was not built.
+    """
+    names = []
+    for name in BACKEND_NAMES:
+        try:
+            load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def set_backend(name):
+    """Choose the backend used when a function is called without ``backend=``.
+
+    Parameters
+    ----------
+    name : {"numpy", "numba", "c"}
+    """
+    load(name)  # fail now, not at the first call
+    _state["backend"] = name
+
+
+def get_backend():
+    """The name of the current global backend (``"numba"`` by default)."""
+    return _state["backend"]
+
+
+def set_num_threads(n):
+    """Set the number of threads of the Numba and C kernels.
+
+    Results do not depend on it: every parallel kernel writes disjoint
+    outputs and sums in a fixed order.
+
+    Parameters
+    ----------
+    n : int
+        1 <= n <= the number of threads Numba was started with
+        (``NUMBA_NUM_THREADS``, by default the number of cores).
+    """
+    import numba
+
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: number of threads must be an int, got {type(n).__name__}")
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= n <= limit:
+        raise ValueError(f"n: number of threads must be between 1 and {limit}, got {n}")
+    numba.set_num_threads(n)
+    try:
+        c = load("c")
+    except ImportError:
+        return
+    c.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads the Numba and C kernels use."""
+    import numba
+
+    return numba.get_num_threads()

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+import scratchnet
+
+
+@pytest.fixture(params=scratchnet.available_backends())
+def backend(request):
+    """Every test that takes ``backend`` runs once per installed backend."""
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261127)
+
+
+@pytest.fixture
+def threads():
+    """Run a test body at a given thread count; restores the count afterwards."""
+    before = scratchnet.get_num_threads()
+    yield scratchnet.set_num_threads
+    scratchnet.set_num_threads(before)
