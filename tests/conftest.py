@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -21,3 +23,9 @@ def threads():
     before = scratchnet.get_num_threads()
     yield scratchnet.set_num_threads
     scratchnet.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Keep the MNIST cache of the whole session (subprocesses included) out of ~/.cache."""
+    os.environ["SCRATCHNET_CACHE_DIR"] = str(tmp_path_factory.mktemp("scratchnet-cache"))

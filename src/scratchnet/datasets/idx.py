@@ -1,0 +1,181 @@
+"""A strict reader for the IDX format (the file format of MNIST).
+
+An IDX file is a big-endian header followed by the array's bytes::
+
+    magic    4 bytes: 0x00 0x00 <dtype code> <number of dimensions>
+    dims     4 bytes each, unsigned big-endian
+    data     prod(dims) * itemsize bytes, C order, big-endian
+
+MNIST images have magic 2051 (0x00000803: uint8, 3 dims) and labels magic
+2049 (0x00000801: uint8, 1 dim). Files may be gzip-compressed; the reader
+tells by the content (gzip starts with 0x1f 0x8b, IDX with 0x00 0x00), so a
+``.gz`` file that a browser already decompressed still reads.
+
+The reader trusts nothing: the byte count must equal the header's product
+exactly (fewer is a truncated file, more is trailing garbage) and a gzip
+stream must end properly. Every problem is an :class:`MNISTError` naming the
+file.
+"""
+
+import gzip
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MNISTError", "MissingFileError", "read_idx", "IDX_DTYPES"]
+
+# IDX dtype code -> NumPy dtype as stored (big-endian for multi-byte types).
+IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Deflate expands at most ~1032:1, so a gzip file of n bytes cannot hold more
+# than this many; a header claiming more is refused before allocating.
+_MAX_DEFLATE_RATIO = 1032
+
+
+class MNISTError(ValueError):
+    """A dataset file is damaged, truncated, or not what it claims to be.
+
+    The message names the file and the problem.
+    """
+
+
+class MissingFileError(MNISTError, FileNotFoundError):
+    """A dataset file is not where it was looked for.
+
+    Also a :class:`FileNotFoundError`, so ``except FileNotFoundError`` works.
+    """
+
+
+def read_idx(path, *, magic=None):
+    """Read one IDX file, raw or gzip-compressed, strictly.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Compression is detected from the content, not the name.
+    magic : int, optional
+        The magic number the header must carry, e.g. 2051 for MNIST images
+        or 2049 for MNIST labels. Default: any valid IDX magic.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape as in the header, C-contiguous, writable, in native byte order
+        (``uint8`` for MNIST).
+
+    Raises
+    ------
+    MissingFileError
+        If ``path`` does not exist.
+    MNISTError
+        On a truncated or corrupt gzip stream, an invalid or unexpected magic
+        number, or a body shorter (truncated) or longer (trailing garbage)
+        than the header's dimensions say.
+    """
+    array, _ = read_idx_digest(path, magic=magic, digest=False)
+    return array
+
+
+def read_idx_digest(path, *, magic=None, digest=True):
+    """Like :func:`read_idx`, also returning the SHA-256 hex digest of the
+    decompressed bytes (header and body), or None if ``digest`` is False."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            if not compressed:
+                return _read_stream(raw, path, magic, digest, os.fstat(raw.fileno()).st_size, True)
+            limit = os.fstat(raw.fileno()).st_size * _MAX_DEFLATE_RATIO + 1024
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_stream(stream, path, magic, digest, limit, False)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such file") from None
+    except EOFError as exc:
+        raise MNISTError(f"{path}: truncated gzip stream ({exc})") from None
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise MNISTError(f"{path}: corrupt gzip stream ({exc})") from None
+
+
+def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
+    """Parse header and body from an open binary stream; see read_idx.
+
+    ``max_bytes`` bounds the total size the stream can possibly have (the
+    exact size if ``exact_size``), so a damaged header cannot make us
+    allocate terabytes.
+    """
+    head = _read_exact(stream, 4, path, "magic number")
+    found = int.from_bytes(head, "big")
+    if head[:2] != b"\x00\x00" or head[2] not in IDX_DTYPES or head[3] == 0:
+        raise MNISTError(f"{path}: not an IDX file (magic number 0x{found:08x})")
+    if magic is not None and found != magic:
+        raise MNISTError(
+            f"{path}: wrong magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x})"
+        )
+    dtype, ndim = IDX_DTYPES[head[2]], head[3]
+    dims_bytes = _read_exact(stream, 4 * ndim, path, "dimensions")
+    head += dims_bytes
+    shape = tuple(int.from_bytes(dims_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if exact_size and len(head) + nbytes > max_bytes:
+        raise MNISTError(
+            f"{path}: truncated: header {shape} needs {nbytes} data bytes, "
+            f"file has {max_bytes - len(head)}"
+        )
+    if len(head) + nbytes > max_bytes:
+        raise MNISTError(
+            f"{path}: header says {shape} ({nbytes} data bytes), "
+            f"more than the file can hold: truncated or damaged header"
+        )
+    array = np.empty(shape, dtype=dtype)
+    got = _readinto_full(stream, _byte_view(array))
+    if got != nbytes:
+        raise MNISTError(
+            f"{path}: truncated: header {shape} needs {nbytes} data bytes, file has {got}"
+        )
+    if stream.read(1):
+        raise MNISTError(
+            f"{path}: trailing garbage after the {nbytes} data bytes the header {shape} describes"
+        )
+    hexdigest = None
+    if digest:
+        h = hashlib.sha256(head)
+        h.update(_byte_view(array))
+        hexdigest = h.hexdigest()
+    if dtype.byteorder == ">":
+        array = array.astype(dtype.newbyteorder("="))
+    return array, hexdigest
+
+
+def _byte_view(array):
+    """A flat writable byte view of a C-contiguous array (any byte order)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _read_exact(stream, n, path, what):
+    data = stream.read(n)
+    if len(data) != n:
+        raise MNISTError(f"{path}: truncated in the header ({what})")
+    return data
+
+
+def _readinto_full(stream, view):
+    """Fill ``view`` from ``stream``; return how many bytes were read."""
+    total = 0
+    while total < len(view):
+        n = stream.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
