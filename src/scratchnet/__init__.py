@@ -9,6 +9,7 @@ array([6., 8.])
 """
 
 from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
+from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
@@ -20,6 +21,7 @@ __all__ = [
     "cross_entropy_error",
     "get_backend",
     "get_num_threads",
+    "load_mnist",
     "gradient_descent",
     "numerical_diff",
     "numerical_gradient",
