@@ -7,6 +7,7 @@ results depend on vector width.
 """
 
 import os
+import stat
 import tempfile
 
 DEFAULT_BACKEND = "numba"
@@ -16,39 +17,62 @@ NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "
 
 
 def _fallback_cache_dir():
-    """A per-user directory for Numba's cache when the package folder and
-    ``~/.cache`` are both read-only."""
-    base = os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir()
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return os.path.join(base, f"scratchnet-numba-{uid}")
+    """A private per-user directory for Numba's cache, or None.
+
+    Used when neither the package's ``__pycache__`` nor Numba's user-wide
+    cache (``$XDG_CACHE_HOME/numba``, else ``~/.cache/numba``) is writable,
+    so it lives in the temporary directory: ``$XDG_CACHE_HOME`` would be the
+    directory that just failed. Numba's cache index is a pickle, so a
+    directory that another user could have planted or can write to is
+    never used.
+    """
+    if not hasattr(os, "getuid"):
+        return None
+    path = os.path.join(tempfile.gettempdir(), f"scratchnet-numba-{os.getuid()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    return path
 
 
-def jit(parallel=False):
+def jit(parallel=False, cache=True):
     """Decorator: ``numba.njit`` with scratchnet's flags.
 
     ``cache=True`` makes Numba write compiled code next to the source, else
     under ``~/.cache``; where neither is writable it raises "no locator
     available" at decoration time, which would break ``import scratchnet``
-    on a read-only install. Then the cache moves to a per-user directory,
-    and if even that fails the kernel is compiled without a cache.
+    on a read-only install. Then the cache moves to a private per-user
+    directory under the temporary directory, and if even that is not
+    possible the kernel is compiled without a cache.
     """
     import numba
     from numba.core import config as numba_config
 
+    flags = dict(NUMBA_FLAGS, cache=cache)
+
     def decorate(func):
         try:
-            return numba.njit(parallel=parallel, **NUMBA_FLAGS)(func)
+            return numba.njit(parallel=parallel, **flags)(func)
         except RuntimeError as exc:
             if "no locator available" not in str(exc):
                 raise
-        if not numba_config.CACHE_DIR:
-            numba_config.CACHE_DIR = _fallback_cache_dir()
+        before = numba_config.CACHE_DIR  # set (NUMBA_CACHE_DIR) means that one failed too
+        fallback = None if before else _fallback_cache_dir()
+        if fallback is not None:
+            # Numba picks the cache directory when the decorator runs, so the
+            # setting is restored at once: other packages' caches stay put.
+            numba_config.CACHE_DIR = fallback
             try:
-                return numba.njit(parallel=parallel, **NUMBA_FLAGS)(func)
+                return numba.njit(parallel=parallel, **flags)(func)
             except RuntimeError as exc:
                 if "no locator available" not in str(exc):
                     raise
-        flags = dict(NUMBA_FLAGS, cache=False)
-        return numba.njit(parallel=parallel, **flags)(func)
+            finally:
+                numba_config.CACHE_DIR = before
+        return numba.njit(parallel=parallel, **dict(flags, cache=False))(func)
 
     return decorate

@@ -8,12 +8,13 @@ import numpy as np
 
 
 def as_float64(a, name):
-    """``a`` as a C-contiguous float64 array; booleans, complex, strings
-    and objects are refused."""
+    """``a`` as a C-contiguous float64 array of the same shape (0-d stays
+    0-d); booleans, complex, strings and objects are refused."""
     arr = np.asarray(a)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
+    return np.asarray(arr, dtype=np.float64, order="C")
 
 
 def labels_from_targets(t, n, k, name="t"):

@@ -37,7 +37,7 @@ def softmax(x, *, backend=None):
     """Softmax of a vector, or of each row of a batch.
 
     The row maximum is subtracted before ``exp``, so large logits do not
-    overflow. NaN or +inf in a row make that row NaN.
+    overflow. NaN or +inf in a row, or a row of only -inf, make that row NaN.
 
     Parameters
     ----------
@@ -100,17 +100,16 @@ def cross_entropy_error(y, t, *, backend=None):
     ValueError
         On a shape mismatch, a label out of range, a row of ``t`` that is
         not one-hot, or when an entry ``y[n, t_n]`` (the only entries the
-        value depends on) is NaN, infinite or negative.
+        value depends on) is NaN, infinite or <= -1e-7 (where the log is
+        undefined). Other entries of ``y`` are not inspected.
     TypeError
         For labels that are not integers.
     """
     y = as_float64(y, "y")
-    if y.ndim == 1:
-        y = y.reshape(1, -1)
-        t = np.asarray(t)
-        t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
-    if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
+    if y.ndim not in (1, 2) or 0 in y.shape:
         raise ValueError(f"y: expected probabilities of shape (N, K) or (K,) with N, K >= 1, got {y.shape}")
+    if y.ndim == 1:
+        y, t = y.reshape(1, -1), _batch_of_one_target(t, y.shape[0])
     n, k = y.shape
     labels = labels_from_targets(t, n, k)
     loss = float(backends.resolve(backend).cross_entropy_error(y, labels))
@@ -119,10 +118,27 @@ def cross_entropy_error(y, t, *, backend=None):
     return loss
 
 
+def _batch_of_one_target(t, k):
+    """The target of a vector ``y`` (K,) as a batch of one, as the book
+    reshapes it: a one-hot (K,) or (1, K) becomes (1, K), a label () or (1,)
+    becomes (1,)."""
+    t = np.asarray(t)
+    if t.shape in ((k,), (1, k)):
+        return t.reshape(1, k)
+    if t.shape in ((), (1,)):
+        return t.reshape(1)
+    raise ValueError(f"t: for y of shape ({k},) expected one label or a one-hot vector ({k},), got shape {t.shape}")
+
+
 def _raise_bad_probabilities(y, labels):
+    # log(y + 1e-7) is finite unless y is NaN, +-inf or y + 1e-7 <= 0.
     picked = y[np.arange(y.shape[0]), labels]
-    for what, bad in (("NaN", np.isnan(picked)), ("inf", np.isinf(picked)), ("a negative value", picked < 0)):
+    for what, bad in (
+        ("NaN", np.isnan(picked)),
+        ("infinite", np.isinf(picked)),
+        ("so negative that log(y + 1e-7) is undefined", picked + 1e-7 <= 0),
+    ):
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"y: y[{i}, {labels[i]}] (the true class's probability) is {what}: {picked[i]!r}")
-    raise ValueError("y: the loss is not finite")  # unreachable for finite y >= 0
+    raise ValueError("y: the loss is not finite")  # unreachable: the cases above are exhaustive

@@ -71,6 +71,8 @@ def numerical_gradient(f, x, h=1e-4):
         from .backends.numba_gradient import numerical_gradient_jitted
 
         return numerical_gradient_jitted(f, x, h)
+    if not x.flags.writeable:
+        raise ValueError("x: read-only array; it is perturbed in place while f is evaluated, pass x.copy()")
     return _numerical_gradient_python(f, x, h)
 
 

@@ -15,6 +15,7 @@ does not load Numba or the compiled extension.
 """
 
 import importlib
+import numbers
 import threading
 
 from .._config import BACKEND_NAMES, DEFAULT_BACKEND
@@ -90,8 +91,9 @@ def set_num_threads(n):
     """
     import numba
 
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n: number of threads must be an int, got {type(n).__name__}")
+    n = int(n)  # np.int64 too
     limit = numba.config.NUMBA_NUM_THREADS
     if not 1 <= n <= limit:
         raise ValueError(f"n: number of threads must be between 1 and {limit}, got {n}")

@@ -1,0 +1,110 @@
+"""The backend registry: names, the global choice, per-call choice, threads."""
+
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+import scratchnet as sn
+
+
+@pytest.fixture
+def restore_backend():
+    before = sn.get_backend()
+    yield
+    sn.set_backend(before)
+
+
+def test_all_three_backends_are_available():
+    # "c" needs the compiled extension: `pip install -e .` builds it.
+    assert sn.available_backends() == ("numpy", "numba", "c")
+
+
+def test_fresh_import_defaults_to_numba_without_loading_it():
+    code = "import sys, scratchnet; print(scratchnet.get_backend(), 'numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["numba", "False"]
+
+
+def test_set_backend_round_trip(backend, restore_backend):
+    sn.set_backend(backend)
+    assert sn.get_backend() == backend
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "NumPy", "", None, 1])
+def test_unknown_backend_is_rejected_with_the_choices(name, restore_backend):
+    before = sn.get_backend()
+    with pytest.raises(ValueError, match=r"unknown backend .*choose one of \['numpy', 'numba', 'c'\]"):
+        sn.set_backend(name)
+    assert sn.get_backend() == before
+    if name is not None:  # backend=None in a call means the global backend
+        with pytest.raises(ValueError, match="unknown backend"):
+            sn.sigmoid(np.zeros(3), backend=name)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Record which backend module's kernels are called."""
+    calls = []
+    for name in sn.available_backends():
+        module = sn.backends.load(name)
+        for kernel in ("sigmoid", "softmax", "cross_entropy_error"):
+            original = getattr(module, kernel)
+
+            def wrapper(*args, _name=name, _original=original):
+                calls.append(_name)
+                return _original(*args)
+
+            monkeypatch.setattr(module, kernel, wrapper)
+    return calls
+
+
+def test_per_call_backend_overrides_the_global_one(backend, spy, restore_backend):
+    other = next(b for b in sn.available_backends() if b != backend)
+    sn.set_backend(other)
+    x = np.array([[0.5, -1.0, 2.0]])
+    sn.sigmoid(x, backend=backend)
+    sn.softmax(x, backend=backend)
+    sn.cross_entropy_error(sn.softmax(x, backend=backend), [2], backend=backend)
+    assert spy == [backend] * 4
+    spy.clear()
+    sn.sigmoid(x)
+    assert spy == [other]
+
+
+def test_global_backend_is_used_without_backend_argument(backend, spy, restore_backend):
+    sn.set_backend(backend)
+    sn.softmax(np.array([1.0, 2.0]))
+    sn.cross_entropy_error(np.array([0.3, 0.7]), 1)
+    assert spy == [backend, backend]
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_set_num_threads_rejects_out_of_range(n):
+    with pytest.raises(ValueError, match=r"n: number of threads must be between 1 and \d+, got -?\d"):
+        sn.set_num_threads(n)
+
+
+def test_set_num_threads_rejects_more_than_numba_started_with():
+    limit = numba.config.NUMBA_NUM_THREADS
+    with pytest.raises(ValueError, match=f"n: .*between 1 and {limit}, got {limit + 1}"):
+        sn.set_num_threads(limit + 1)
+
+
+@pytest.mark.parametrize("n", [2.5, 1.0, "2", None, True])
+def test_set_num_threads_rejects_non_integers(n):
+    with pytest.raises(TypeError, match="n: number of threads must be an int"):
+        sn.set_num_threads(n)
+
+
+def test_set_num_threads_sets_numba_and_c(threads):
+    threads(np.int64(1))  # NumPy integers are integers too
+    assert sn.get_num_threads() == 1 == numba.get_num_threads()
+    if "c" in sn.available_backends():
+        c = sn.backends.load("c")
+        assert c.get_num_threads() == 1
+        if c.OPENMP and numba.config.NUMBA_NUM_THREADS >= 2:
+            threads(2)
+            assert c.get_num_threads() == 2 == sn.get_num_threads()
