@@ -57,3 +57,4 @@ def cross_entropy_error(y, t):
     for b in range(nblocks):
         total += partial[b]
     return -total / n
+from .numba_network import network_numerical_gradient  # noqa: E402,F401

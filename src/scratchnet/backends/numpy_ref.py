@@ -18,11 +18,19 @@ def sigmoid(x, out):
 
 def softmax(x, out):
     """Row-wise softmax with the row max subtracted. x, out (N, K)"""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    out[...] = e / e.sum(axis=1, keepdims=True)
+    # x - max can overflow to -inf (x = -1e308 beside 1e308): exp gives the
+    # right 0. A row with +inf (or only -inf) gives inf - inf = NaN, as in
+    # the compiled backends: the documented result, not a warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        out[...] = e / e.sum(axis=1, keepdims=True)
 
 
 def cross_entropy_error(y, t):
     """-mean(log(y[n, t[n]] + 1e-7)). y (N, K), t (N,) labels."""
     n = y.shape[0]
-    return -np.sum(np.log(y[np.arange(n), t] + DELTA)) / n
+    # y <= -1e-7 gives log(0) or log(<0): the caller sees the non-finite
+    # result and says which entry is bad, so no RuntimeWarning here.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.log(y[np.arange(n), t] + DELTA)) / n
+from .numpy_network import network_numerical_gradient  # noqa: E402,F401
