@@ -210,13 +210,14 @@ def test_numerical_gradient_mnist_against_loop(loop_reference, case, backend):
 
 
 @pytest.mark.parametrize(
-    "scale, x_scale",
-    [(1.0, 1.0), (30.0, 1.0), (1.0, 255.0), (30.0, 255.0)],
-    ids=["fresh", "saturating", "x0-255", "x0-255-saturating"],
+    "scale, x_scale, h",
+    [(1.0, 1.0, H_STEP), (30.0, 1.0, H_STEP), (1.0, 255.0, H_STEP), (30.0, 255.0, H_STEP), (30.0, 255.0, 0.5)],
+    ids=["fresh", "saturating", "x0-255", "x0-255-saturating", "huge-step"],
 )
-def test_numerical_gradient_random_data(backend, rng, scale, x_scale):
+def test_numerical_gradient_random_data(backend, rng, scale, x_scale, h):
     # Non-negative inputs with repeated values (as MNIST), and signed ones; x up
-    # to 255 makes eps = h x up to 0.0255, beyond the short series in the kernels.
+    # to 255 makes eps = h x up to 0.0255, beyond the short series in the kernels;
+    # with h = 0.5, eps up to 100 on saturated units.
     d, hdim, k, n = 13, 7, 5, 9
     x = np.where(rng.random((n, d)) < 0.5, 0.0, rng.integers(1, 4, (n, d)) / 4.0) * x_scale
     x[:, :3] = rng.standard_normal((n, 3))
@@ -224,8 +225,8 @@ def test_numerical_gradient_random_data(backend, rng, scale, x_scale):
     net = scratchnet.TwoLayerNet(d, hdim, k, weight_init_std=0.3 * scale, seed=int(rng.integers(1 << 30)))
     net.params["b1"][:] = rng.standard_normal(hdim) * scale
     net.params["b2"][:] = rng.standard_normal(k) * scale
-    ref = naive.net_numerical_gradient(_copy(net.params), x, t, h=H_STEP)
-    assert_matches_loop(net.numerical_gradient(x, t, backend=backend), ref)
+    ref = naive.net_numerical_gradient(_copy(net.params), x, t, h=h)
+    assert_matches_loop(net.numerical_gradient(x, t, h=h, backend=backend), ref)
 
 
 def test_numerical_gradient_unnormalised_mnist(mnist_batch, backend):
@@ -422,34 +423,42 @@ def test_series_helpers_match_library():
             assert abs(nw.log_ratio(r) - math.log(r)) <= 2 * ULP * abs(math.log(r))
 
 
-@pytest.mark.parametrize("c", [1.5e-4, 1.99e-4, 0.99e-3, 1.01e-3, 0.05])
+@pytest.mark.parametrize("c", [1.5e-4, 1.99e-4, 0.99e-3, 1.01e-3, 0.05, 10.0])
 def test_hidden_pair_paths_agree(rng, c):
     # c = |eps| / 4 * max|W2[j]|: below FAST_MAX (2e-4) the series path, up to
-    # SERIES_MAX (1e-3) the Taylor sum with branches, above it the direct sum.
-    # Oracle: the same loss difference in long double, directly from the
-    # definition. Each path's result log(r) carries a few ulps of r ~ 1: 1e-15.
+    # SERIES_MAX (1e-3) the Taylor sum with branches, above it the direct sum;
+    # c = 10 (eps = 40) with saturated units is where a naive 1 + s (e^eps - 1)
+    # cancels. Oracle: the same loss difference in long double, directly from
+    # the definition (dz from the sigmoid tail that is not close to 1). Each
+    # path's result log(r) carries a few ulps of r ~ 1: 2e-15, plus relative
+    # 1e-14 for the larger differences.
     from scratchnet.backends import numba_network as nw
 
     ld = np.longdouble
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+
     for _ in range(20):
         k = 10
         w = rng.standard_normal(k)
         w *= 1.0 / np.abs(w).max()  # max |w| = 1, so c = |eps| / 4
         eps = 4.0 * c * rng.choice([-1.0, 1.0])
-        a = rng.normal(0.0, 3.0)
+        a = rng.normal(0.0, 3.0 if c < 1 else 40.0)
         logits = rng.normal(0.0, 2.0, k)
         t = int(rng.integers(k))
         e = np.exp(logits - logits.max())
         s_, q_ = 1.0 / (1.0 + math.exp(-a)), 1.0 / (1.0 + math.exp(a))
         q = [float(np.sum(e * w**p)) / math.factorial(p) for p in (1, 2, 3, 4)]
         args = (s_, q_, e[t], w[t], float(np.sum(e)), *q)
-        m_p, m_m = math.expm1(eps), math.expm1(-eps)
-        got = nw.hidden_pair_diff(m_p, m_m, *args, 1.0, e, w)
+        got = nw.hidden_pair_diff(eps, *args, 1.0, e, w)
         if c <= nw.FAST_MAX:
+            m_p, m_m = math.expm1(eps), math.expm1(-eps)
             assert abs(nw.hidden_pair_diff_series(m_p, m_m, *args) - got) <= 2e-15
 
         def loss(sign):
-            dz = 1 / (1 + np.exp(-(ld(a) + sign * ld(eps)))) - 1 / (1 + np.exp(-ld(a)))
+            al, el = ld(a), sign * ld(eps)
+            dz = sig(al + el) - sig(al) if a < 0 else sig(-al) - sig(-(al + el))
             lg = logits.astype(ld) + dz * w.astype(ld)
             y = np.exp(lg - lg.max())
             return -np.log(y[t] / y.sum() + ld(1e-7))

@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from . import backends
+from ._blas import single_threaded_blas
 from ._validation import as_float64, labels_from_targets
 from .backends.numpy_ref import DELTA
 
@@ -116,7 +117,8 @@ class TwoLayerNet:
             raise ValueError(f"h: expected a positive finite step, got {h!r}")
         self._check_params(for_numerical=True)
         x, labels = self._check_batch(x, t)
-        a1, _, a2, _ = self._forward(x)
+        with single_threaded_blas():
+            a1, _, a2, _ = self._forward(x)
         p = self.params
         grads = {name: np.empty_like(p[name]) for name in PARAM_NAMES}
         backends.resolve(backend).network_numerical_gradient(
@@ -145,15 +147,16 @@ class TwoLayerNet:
         x, labels = self._check_batch(x, t)
         n = len(labels)
         p = self.params
-        _, z1, _, y = self._forward(x)
-        rows = np.arange(n)
-        y_t = y[rows, labels]
-        da2 = y.copy()
-        da2[rows, labels] -= 1.0
-        da2 *= (y_t / (y_t + DELTA) / n)[:, None]  # (N, K)
-        dz1 = da2 @ p["W2"].T  # (N, H)
-        da1 = dz1 * z1 * (1.0 - z1)
-        return {"W1": x.T @ da1, "b1": da1.sum(axis=0), "W2": z1.T @ da2, "b2": da2.sum(axis=0)}
+        with single_threaded_blas():
+            _, z1, _, y = self._forward(x)
+            rows = np.arange(n)
+            y_t = y[rows, labels]
+            da2 = y.copy()
+            da2[rows, labels] -= 1.0
+            da2 *= (y_t / (y_t + DELTA) / n)[:, None]  # (N, K)
+            dz1 = da2 @ p["W2"].T  # (N, H)
+            da1 = dz1 * z1 * (1.0 - z1)
+            return {"W1": x.T @ da1, "b1": da1.sum(axis=0), "W2": z1.T @ da2, "b2": da2.sum(axis=0)}
 
     # -- validation ------------------------------------------------------
     def _check_params(self, for_numerical):

@@ -6,9 +6,11 @@ that is done by the public functions):
 - ``sigmoid(x, out)``: x, out (M,)
 - ``softmax(x, out)``: x, out (N, K), row-wise
 - ``cross_entropy_error(y, t) -> float``: y (N, K), t (N,) intp labels in range
-- ``network_numerical_gradient(x, t, W1, b1, W2, b2, h, dW1, db1, dW2, db2)``:
-  the central-difference gradient of :meth:`scratchnet.TwoLayerNet.loss`;
-  x (N, D), t (N,) intp, outputs preallocated with the parameters' shapes.
+- ``network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2)``:
+  the central-difference gradient of :meth:`scratchnet.TwoLayerNet.loss`
+  from the unperturbed forward pass; x (N, D), t (N,) intp, a1 (N, H)
+  hidden pre-activations, W2 (H, K), a2 (N, K) logits; outputs
+  preallocated with the parameters' shapes.
 
 Modules are imported on first use, so ``import scratchnet`` stays fast and
 does not load Numba or the compiled extension.

@@ -10,6 +10,7 @@ import numpy as np
 from numba import prange
 
 from .._config import jit
+from .numba_network import network_numerical_gradient  # noqa: F401  (this backend's network kernel)
 
 DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error
 SUM_BLOCK = 1024  # samples per partial sum; fixed, so sums never depend on threads
@@ -57,4 +58,3 @@ def cross_entropy_error(y, t):
     for b in range(nblocks):
         total += partial[b]
     return -total / n
-from .numba_network import network_numerical_gradient  # noqa: E402,F401

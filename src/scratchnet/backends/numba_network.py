@@ -100,15 +100,18 @@ def log_ratio(r):
 
 
 @jit()
-def sigmoid_step(s, q, m):
-    """sigmoid(a + eps) - sigmoid(a) from s = sigmoid(a), q = sigmoid(-a), m = expm1(eps).
+def sigmoid_step(s, q, eps):
+    """sigmoid(a + eps) - sigmoid(a) for any eps, from s = sigmoid(a), q = sigmoid(-a).
 
-    Exact identity: sigmoid(a + eps) - sigmoid(a) = s q m / (1 + s m); no
-    difference of nearly equal numbers is formed. (1 + s m = q + s exp(eps)
-    would cancel only for eps << -1 with s ~ 1, i.e. h |x| >> 1, far from
-    the chapter's |eps| <= 1e-4, or 0.0255 for raw pixels.)
+    Exact identities: it equals s q (e^eps - 1) / (q + s e^eps) and, dividing
+    by e^eps, s q (1 - e^-eps) / (s + q e^-eps). The form whose exp has a
+    non-positive argument is used: nothing overflows, the numerator is an
+    expm1 and the denominator a sum of positive terms, so no difference of
+    nearly equal numbers is formed, for any a and eps.
     """
-    return s * q * m / (1.0 + s * m)
+    if eps > 0.0:
+        return s * q * -expm1_small(-eps) / (s + q * math.exp(-eps))
+    return s * q * expm1_small(eps) / (q + s * math.exp(eps))
 
 
 @jit()
@@ -126,6 +129,8 @@ def logit_pair_diff(m_p, m_m, e_k, is_true, e_t, s):
     """Loss difference of one sample when logit k shifts by +u / -u; m_p, m_m = expm1(+-u).
 
     S' = S + e_k (exp(+-u) - 1); the true-class numerator moves only if k == t.
+    S' >= S exp(-|u|), so the sum keeps its precision to within a factor
+    exp(|u|) <= exp(h) ulps: nothing lost for any sensible h.
     """
     num_p = e_t + e_t * m_p if is_true else e_t
     num_m = e_t + e_t * m_m if is_true else e_t
@@ -150,14 +155,14 @@ def shifted_sum(dz, s, q1, q2, q3, q4, wmax, e_row, w_row):
 
 
 @jit()
-def hidden_pair_diff(m_p, m_m, s, q, e_t, w_t, sum0, q1, q2, q3, q4, wmax, e_row, w_row):
-    """Loss difference of one sample when hidden pre-activation a shifts by +eps / -eps.
+def hidden_pair_diff(eps, s, q, e_t, w_t, sum0, q1, q2, q3, q4, wmax, e_row, w_row):
+    """Loss difference of one sample when hidden pre-activation a shifts by +eps / -eps; any eps.
 
-    m_p, m_m = expm1(+-eps); s, q = sigmoid(a), sigmoid(-a); e_t, w_t the
-    true class's e_k and W2[j, k]; sum0 = S; q1..q4, wmax as in shifted_sum.
+    s, q = sigmoid(a), sigmoid(-a); e_t, w_t the true class's e_k and
+    W2[j, k]; sum0 = S; q1..q4, wmax as in shifted_sum.
     """
-    dz_p = sigmoid_step(s, q, m_p)
-    dz_m = sigmoid_step(s, q, m_m)
+    dz_p = sigmoid_step(s, q, eps)
+    dz_m = sigmoid_step(s, q, -eps)
     num_p = e_t + e_t * expm1_small(dz_p * w_t)
     num_m = e_t + e_t * expm1_small(dz_m * w_t)
     sum_p = shifted_sum(dz_p, sum0, q1, q2, q3, q4, wmax, e_row, w_row)
@@ -167,10 +172,12 @@ def hidden_pair_diff(m_p, m_m, s, q, e_t, w_t, sum0, q1, q2, q3, q4, wmax, e_row
 
 @jit()
 def hidden_pair_diff_series(m_p, m_m, s, q, e_t, w_t, sum0, q1, q2, q3, q4):
-    """hidden_pair_diff by series only, for c = |eps| / 4 * max_k |W2[j, k]| <= 2e-4.
+    """hidden_pair_diff by series only, for |eps| < 1e-3 and c = |eps| / 4 * max_k |W2[j, k]| <= 2e-4.
 
-    The caller checks c (FAST_MAX); then no branch is needed, and the loop
-    over pixel values vectorises. |dz| <= |eps| / 4 (sigmoid' <= 1/4), so
+    m_p, m_m = expm1(+-eps). The caller checks both bounds (SERIES_MAX,
+    FAST_MAX); then no branch is needed, and the loop over pixel values
+    vectorises. 1 + s m >= 1 - 1e-3 does not cancel, and s q m / (1 + s m)
+    is sigmoid_step. |dz| <= |eps| / 4 (sigmoid' <= 1/4), so
     every |dz w_k| <= c: the Taylor sum (through q4) and expm1_series hold.
     The loss changes by at most 2 max|w| per unit of dz (|dl/ddz| =
     |w_t - sum_k y_k w_k| y_t / (y_t + 1e-7)), so |log r| <= 4c <= 8e-4 and
@@ -216,13 +223,13 @@ def softmax_row(a2, e, s, r):
 
 
 @jit()
-def distinct_pixels_row(x, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, r):
+def distinct_pixels_row(x, h, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax, r):
     """Row r: the non-zero pixels of sample r and their distinct values.
 
     x (N, D). Outputs: nnz (N,) count of non-zero pixels; pix (N, D) their
     indices, ascending; slot (N, D) index of each one's value among the
-    ndist[r] distinct values of the sample; m_plus, m_minus (N, D) hold
-    expm1(+-h * value) per distinct value; xmax (N,) the largest |value|.
+    ndist[r] distinct values of the sample; value (N, D) those values and
+    m_plus, m_minus (N, D) expm1(+-h * value); xmax (N,) the largest |value|.
     """
     cnt = 0
     for i in range(x.shape[1]):
@@ -240,6 +247,7 @@ def distinct_pixels_row(x, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, r):
     for c in range(cnt):
         v = vals[order[c]]
         if c == 0 or v != vals[order[c - 1]]:
+            value[r, nd] = v
             m_plus[r, nd] = expm1_small(h * v)
             m_minus[r, nd] = expm1_small(-h * v)
             nd += 1
@@ -249,7 +257,7 @@ def distinct_pixels_row(x, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, r):
 
 
 @jit(parallel=True)
-def sample_parts(x, a1, a2, h, z, zq, e, s, nnz, pix, slot, ndist, m_plus, m_minus, xmax):
+def sample_parts(x, a1, a2, h, z, zq, e, s, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax):
     """Everything per sample, in one parallel region: sigmoid_row, softmax_row, distinct_pixels_row.
 
     One region rather than three: on a loaded machine each region waits
@@ -258,11 +266,11 @@ def sample_parts(x, a1, a2, h, z, zq, e, s, nnz, pix, slot, ndist, m_plus, m_min
     for r in prange(x.shape[0]):
         sigmoid_row(a1, z, zq, r)
         softmax_row(a2, e, s, r)
-        distinct_pixels_row(x, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, r)
+        distinct_pixels_row(x, h, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax, r)
 
 
 @jit(parallel=True)
-def hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, dW1, db1, dW2):
+def hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax, dW1, db1, dW2):
     """dW1 (D, H), db1 (H,), dW2 (H, K): iteration j owns column j of dW1, db1[j], row j of dW2.
 
     t (N,), z, zq (N, H) sigmoid(+-a1), W2 (H, K), e (N, K), s (N,); the rest from sample_parts.
@@ -303,11 +311,12 @@ def hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, m_plus, m_min
             q4 *= 1.0 / 24.0
             sg = z[r, j]
             sq = zq[r, j]
-            if h * 0.25 * wmax <= FAST_MAX:
+            if h < SERIES_MAX and h * 0.25 * wmax <= FAST_MAX:
                 acc_b1 += hidden_pair_diff_series(mb_p, mb_m, sg, sq, e_t, w_t, s[r], q1, q2, q3, q4)
             else:
-                acc_b1 += hidden_pair_diff(mb_p, mb_m, sg, sq, e_t, w_t, s[r], q1, q2, q3, q4, wmax, e_row, w_row)
-            if h * xmax[r] * 0.25 * wmax <= FAST_MAX:
+                acc_b1 += hidden_pair_diff(h, sg, sq, e_t, w_t, s[r], q1, q2, q3, q4, wmax, e_row, w_row)
+            hx = h * xmax[r]  # the sample's largest |eps|
+            if hx < SERIES_MAX and hx * 0.25 * wmax <= FAST_MAX:
                 for v in range(ndist[r]):
                     diff[v] = hidden_pair_diff_series(
                         m_plus[r, v], m_minus[r, v], sg, sq, e_t, w_t, s[r], q1, q2, q3, q4
@@ -315,7 +324,7 @@ def hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, m_plus, m_min
             else:
                 for v in range(ndist[r]):
                     diff[v] = hidden_pair_diff(
-                        m_plus[r, v], m_minus[r, v], sg, sq, e_t, w_t, s[r], q1, q2, q3, q4, wmax, e_row, w_row
+                        h * value[r, v], sg, sq, e_t, w_t, s[r], q1, q2, q3, q4, wmax, e_row, w_row
                     )
             for c in range(nnz[r]):
                 col[pix[r, c]] += diff[slot[r, c]]
@@ -360,9 +369,10 @@ def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):
     pix = np.empty((n, d), dtype=np.intp)
     slot = np.empty((n, d), dtype=np.intp)
     ndist = np.empty(n, dtype=np.intp)
+    value = np.empty((n, d))
     m_plus = np.empty((n, d))
     m_minus = np.empty((n, d))
     xmax = np.empty(n)
-    sample_parts(x, a1, a2, h, z, zq, e, s, nnz, pix, slot, ndist, m_plus, m_minus, xmax)
-    hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, m_plus, m_minus, xmax, dW1, db1, dW2)
+    sample_parts(x, a1, a2, h, z, zq, e, s, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax)
+    hidden_gradients(t, z, zq, W2, e, s, h, nnz, pix, slot, ndist, value, m_plus, m_minus, xmax, dW1, db1, dW2)
     output_bias_gradient(t, e, s, h, db2)

@@ -41,9 +41,16 @@ def _loss_diff(a2_plus, a2_minus, t):
 
 
 def _sigmoid_step(a, eps):
-    """sigmoid(a + eps) - sigmoid(a), as s q m / (1 + s m) with m = expm1(eps): no cancellation."""
-    s, q, m = _sigmoid(a), _sigmoid(-a), np.expm1(eps)
-    return s * q * m / (1.0 + s * m)
+    """sigmoid(a + eps) - sigmoid(a) without cancellation or overflow, for any a and eps.
+
+    With s = sigmoid(a), q = sigmoid(-a) it equals s q (e^eps - 1) / (q + s e^eps)
+    and s q (1 - e^-eps) / (s + q e^-eps); the form with exp of -|eps| is used.
+    """
+    s, q = _sigmoid(a), _sigmoid(-a)
+    up = eps > 0
+    num = np.where(up, -np.expm1(-np.abs(eps)), np.expm1(-np.abs(eps)))
+    den = np.where(up, s + q * np.exp(-np.abs(eps)), q + s * np.exp(-np.abs(eps)))
+    return s * q * num / den
 
 
 def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):

@@ -7,6 +7,8 @@ backends are tested against.
 
 import numpy as np
 
+from .numpy_network import network_numerical_gradient  # noqa: F401  (this backend's network kernel)
+
 DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error
 
 
@@ -33,4 +35,3 @@ def cross_entropy_error(y, t):
     # result and says which entry is bad, so no RuntimeWarning here.
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.sum(np.log(y[np.arange(n), t] + DELTA)) / n
-from .numpy_network import network_numerical_gradient  # noqa: E402,F401
