@@ -106,6 +106,54 @@ def test_network_gradient_bitwise_equal_to_numba(rng, h):
         assert g.tobytes() == r.tobytes(), name
 
 
+def test_network_gradient_bitwise_mixed_paths(rng):
+    # numgrad.c finds distinct pixel values with a hash table (the twin
+    # sorts), pads the per-value tables to whole vector blocks and runs its
+    # hot loops in vectorised clones; none of it may change a bit. Samples
+    # here: all values distinct (continuous), none non-zero, one value,
+    # exactly 16 values (whole blocks); d = 37 is not a multiple of 8. Some
+    # samples and hidden units exceed the series' bounds, so the vectorised
+    # and the general path alternate within one call.
+    n, d, hdim, k = 24, 37, 5, 4
+    x = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.5)
+    x[0] = 0.0
+    x[1] = 0.25
+    x[2] = 0.0
+    x[2, :16] = rng.random(16) + 0.5
+    x[3:8] *= 40.0  # h |x| >= 1e-3: past SERIES_MAX
+    W1, b1 = rng.standard_normal((d, hdim)), rng.standard_normal(hdim)
+    W2 = rng.standard_normal((hdim, k))
+    W2[0] *= 100.0  # h / 4 max|W2[0]| > 2e-4: past FAST_MAX
+    a1 = x @ W1 + b1
+    a2 = 1.0 / (1.0 + np.exp(-a1)) @ W2
+    t = rng.integers(0, k, n).astype(np.intp)
+    h = 1e-4
+    hx = h * np.abs(x).max(axis=1)
+    assert (hx < 1e-3).any() and (hx >= 1e-3).any()  # both paths are taken
+    assert (h / 4 * np.abs(W2).max(axis=1) > 2e-4).any() and (h / 4 * np.abs(W2).max(axis=1) <= 2e-4).any()
+    got = (np.empty((d, hdim)), np.empty(hdim), np.empty((hdim, k)), np.empty(k))
+    ref = tuple(np.empty_like(g) for g in got)
+    c.network_numerical_gradient(x, t, a1, W2, a2, h, *got)
+    backends.load("numba").network_numerical_gradient(x, t, a1, W2, a2, h, *ref)
+    for name, g, r in zip(("dW1", "db1", "dW2", "db2"), got, ref):
+        assert np.isfinite(g).all(), name  # NaN == NaN bytewise would pass vacuously
+        assert g.tobytes() == r.tobytes(), name
+
+
+def test_network_gradient_bitwise_mnist():
+    # The case the kernels are tuned for: a real batch of 100 digits.
+    try:
+        (x, t), _ = scratchnet.load_mnist()
+    except (ImportError, OSError) as err:
+        pytest.skip(f"MNIST not available: {err}")
+    net = scratchnet.TwoLayerNet(784, 50, 10, seed=0)
+    x, t = x[:100], t[:100]
+    got = net.numerical_gradient(x, t, backend="c")
+    ref = net.numerical_gradient(x, t, backend="numba")
+    for name in got:
+        assert got[name].tobytes() == ref[name].tobytes(), name
+
+
 def test_network_gradient_checks(rng):
     (x, t, a1, W2, a2), grads = _network_case(rng, n=4, d=3, hdim=2, k=3)
     n, d, hdim, k = 4, 3, 2, 3
