@@ -43,7 +43,7 @@ double sn_cross_entropy_error(const double *y, const int64_t *t, int64_t n, int6
  * Outputs dW1 (d, hdim), db1 (hdim,), dW2 (hdim, k), db2 (k,).
  * x (n, d), t (n,) labels in [0, k), a1 (n, hdim) = x W1 + b1, W2 (hdim, k),
  * a2 (n, k) logits; h > 0; n, d, hdim, k >= 1.
- * Returns 0, or -1 if its workspace (about 4 n d doubles) cannot be allocated. */
+ * Returns 0, or -1 if its workspace (about 5 n d doubles, plus a small table per thread) cannot be allocated. */
 int sn_network_numerical_gradient(double *dW1, double *db1, double *dW2, double *db2, const double *x,
                                   const int64_t *t, const double *a1, const double *W2, const double *a2, double h,
                                   int64_t n, int64_t d, int64_t hdim, int64_t k);

@@ -11,8 +11,10 @@ array([6., 8.])
 from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
 from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
+from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
+from .training import History, train
 
 __version__ = "0.1.0"
 
@@ -21,7 +23,9 @@ __all__ = [
     "cross_entropy_error",
     "get_backend",
     "get_num_threads",
+    "History",
     "load_mnist",
+    "gradient_check",
     "gradient_descent",
     "numerical_diff",
     "numerical_gradient",
@@ -30,5 +34,6 @@ __all__ = [
     "sigmoid",
     "softmax",
     "sum_squares_error",
+    "train",
     "TwoLayerNet",
 ]
