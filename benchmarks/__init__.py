@@ -1,0 +1,1 @@
+"""asv benchmark suites for scratchnet (see README, "Benchmarks")."""
