@@ -236,6 +236,82 @@ static PyObject *py_cross_entropy_error(PyObject *self, PyObject *args)
     return bad >= 0 ? NULL : PyFloat_FromDouble(loss);
 }
 
+PyDoc_STRVAR(affine_doc, "affine(out, x, W, b, n, d, m)\n--\n\n"
+                         "out = x @ W + b over the non-zero entries of x (kernels/affine.c). out (n, m), x (n, d), "
+                         "W (d, m), b (m,): float64 buffers, C-contiguous; n, d, m >= 1.");
+
+static PyObject *py_affine(PyObject *self, PyObject *args)
+{
+    PyObject *o[4];
+    long long n, d, m;
+    if (!PyArg_ParseTuple(args, "OOOOLLL:affine", &o[0], &o[1], &o[2], &o[3], &n, &d, &m))
+        return NULL;
+    if (n < 1 || d < 1 || m < 1) {
+        PyErr_Format(PyExc_ValueError, "shape: expected n, d, m >= 1, got (%lld, %lld, %lld)", n, d, m);
+        return NULL;
+    }
+    Py_ssize_t nm = element_count(n, m), nd = element_count(n, d), dm = element_count(d, m);
+    if (nm < 0 || nd < 0 || dm < 0)
+        return NULL;
+    const struct arg spec[4] = {
+        {o[0], "out", FLOAT64, nm, 1},
+        {o[1], "x", FLOAT64, nd, 0},
+        {o[2], "W", FLOAT64, dm, 0},
+        {o[3], "b", FLOAT64, (Py_ssize_t)m, 0},
+    };
+    Py_buffer v[4];
+    if (get_buffers(spec, v, 4) < 0)
+        return NULL;
+    int status;
+    int nt = num_threads; /* read with the GIL held */
+    Py_BEGIN_ALLOW_THREADS
+    apply_num_threads(nt);
+    status = sn_affine(v[0].buf, v[1].buf, v[2].buf, v[3].buf, n, d, m);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 4);
+    if (status < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(affine_weight_grad_doc,
+             "affine_weight_grad(out, x, dout, n, d, m)\n--\n\n"
+             "out = x.T @ dout over the non-zero entries of x (kernels/affine.c). out (d, m), x (n, d), "
+             "dout (n, m): float64 buffers, C-contiguous; n, d, m >= 1.");
+
+static PyObject *py_affine_weight_grad(PyObject *self, PyObject *args)
+{
+    PyObject *o[3];
+    long long n, d, m;
+    if (!PyArg_ParseTuple(args, "OOOLLL:affine_weight_grad", &o[0], &o[1], &o[2], &n, &d, &m))
+        return NULL;
+    if (n < 1 || d < 1 || m < 1) {
+        PyErr_Format(PyExc_ValueError, "shape: expected n, d, m >= 1, got (%lld, %lld, %lld)", n, d, m);
+        return NULL;
+    }
+    Py_ssize_t dm = element_count(d, m), nd = element_count(n, d), nm = element_count(n, m);
+    if (dm < 0 || nd < 0 || nm < 0)
+        return NULL;
+    const struct arg spec[3] = {
+        {o[0], "out", FLOAT64, dm, 1},
+        {o[1], "x", FLOAT64, nd, 0},
+        {o[2], "dout", FLOAT64, nm, 0},
+    };
+    Py_buffer v[3];
+    if (get_buffers(spec, v, 3) < 0)
+        return NULL;
+    int status;
+    int nt = num_threads; /* read with the GIL held */
+    Py_BEGIN_ALLOW_THREADS
+    apply_num_threads(nt);
+    status = sn_affine_weight_grad(v[0].buf, v[1].buf, v[2].buf, n, d, m);
+    Py_END_ALLOW_THREADS
+    release_buffers(v, 3);
+    if (status < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(network_numerical_gradient_doc,
              "network_numerical_gradient(dW1, db1, dW2, db2, x, t, a1, W2, a2, h, n, d, hdim, k)\n--\n\n"
              "Central-difference gradient of TwoLayerNet's loss (kernels/numgrad.c). Outputs dW1 (d, hdim), "
@@ -331,6 +407,8 @@ static PyMethodDef methods[] = {
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"cross_entropy_error", py_cross_entropy_error, METH_VARARGS, cross_entropy_error_doc},
+    {"affine", py_affine, METH_VARARGS, affine_doc},
+    {"affine_weight_grad", py_affine_weight_grad, METH_VARARGS, affine_weight_grad_doc},
     {"network_numerical_gradient", py_network_numerical_gradient, METH_VARARGS, network_numerical_gradient_doc},
     {"set_num_threads", py_set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, get_num_threads_doc},

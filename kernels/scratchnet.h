@@ -35,6 +35,18 @@ void sn_softmax(double *out, const double *x, int64_t n, int64_t k);
  * y (n, k), t (n,) labels in [0, k), n >= 1 */
 double sn_cross_entropy_error(const double *y, const int64_t *t, int64_t n, int64_t k);
 
+/* affine.c */
+
+/* out = x W + b, summing only the non-zero entries of x, over i ascending,
+ * then + b. out (n, m), x (n, d), W (d, m), b (m,); n, d, m >= 1.
+ * Returns 0, or -1 if its workspace (2 d numbers per thread) cannot be allocated. */
+int sn_affine(double *out, const double *x, const double *W, const double *b, int64_t n, int64_t d, int64_t m);
+
+/* out = x^T dout, summing only the non-zero entries of x, over the samples
+ * in ascending order. out (d, m), x (n, d), dout (n, m); n, d, m >= 1.
+ * Returns 0, or -1 if its workspace (2 n numbers per thread) cannot be allocated. */
+int sn_affine_weight_grad(double *out, const double *x, const double *dout, int64_t n, int64_t d, int64_t m);
+
 /* numgrad.c */
 
 /* Central-difference gradient of TwoLayerNet's loss for every parameter,

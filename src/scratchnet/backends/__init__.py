@@ -6,6 +6,14 @@ that is done by the public functions):
 - ``sigmoid(x, out)``: x, out (M,)
 - ``softmax(x, out)``: x, out (N, K), row-wise
 - ``cross_entropy_error(y, t) -> float``: y (N, K), t (N,) intp labels in range
+- ``affine(x, W, b, out)``: out = x @ W + b; x (N, D), W (D, M), b (M,),
+  out (N, M). The compiled backends sum only x's non-zero entries (a zero
+  adds exactly nothing), each output over i ascending and then + b, so
+  they equal that term-by-term loop bit for bit; ``numpy`` uses BLAS
+  (another order: equal up to rounding). Dense x is correct too, just
+  slower than BLAS.
+- ``affine_weight_grad(x, dout, out)``: out = x.T @ dout; x (N, D),
+  dout (N, M), out (D, M); the same, summing over the samples ascending.
 - ``network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2)``:
   the central-difference gradient of :meth:`scratchnet.TwoLayerNet.loss`
   from the unperturbed forward pass; x (N, D), t (N,) intp, a1 (N, H)

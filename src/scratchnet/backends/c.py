@@ -61,6 +61,33 @@ def cross_entropy_error(y, t):
     return _ckernels.cross_entropy_error(y, t, n, k)
 
 
+def affine(x, W, b, out):
+    """out = x @ W + b over the non-zero entries of x (kernels/affine.c). x (N, D), W (D, M), b (M,), out (N, M)"""
+    _check(x, "x", 2)
+    _check(W, "W", 2)
+    _check(b, "b", 1)
+    _check(out, "out", 2, writable=True)
+    n, d = x.shape
+    m = W.shape[1]
+    for name, a, shape in (("W", W, (d, m)), ("b", b, (m,)), ("out", out, (n, m))):
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} for x {x.shape} and W {W.shape}, got {a.shape}")
+    _ckernels.affine(out, x, W, b, n, d, m)
+
+
+def affine_weight_grad(x, dout, out):
+    """out = x.T @ dout over the non-zero entries of x (kernels/affine.c). x (N, D), dout (N, M), out (D, M)"""
+    _check(x, "x", 2)
+    _check(dout, "dout", 2)
+    _check(out, "out", 2, writable=True)
+    n, d = x.shape
+    m = dout.shape[1]
+    for name, a, shape in (("dout", dout, (n, m)), ("out", out, (d, m))):
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} for x {x.shape} and dout {dout.shape}, got {a.shape}")
+    _ckernels.affine_weight_grad(out, x, dout, n, d, m)
+
+
 def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):
     """Central differences of the chapter's loss for every parameter of TwoLayerNet (kernels/numgrad.c).
 

@@ -7,6 +7,7 @@ backends are tested against.
 
 import numpy as np
 
+from .._blas import single_threaded_blas
 from .numpy_network import network_numerical_gradient  # noqa: F401  (this backend's network kernel)
 
 DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error
@@ -35,3 +36,15 @@ def cross_entropy_error(y, t):
     # result and says which entry is bad, so no RuntimeWarning here.
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.sum(np.log(y[np.arange(n), t] + DELTA)) / n
+
+
+def affine(x, W, b, out):
+    """out = x @ W + b. x (N, D), W (D, M), b (M,), out (N, M)"""
+    with single_threaded_blas():  # see _blas.py: BLAS's idle threads would spin on the kernels' cores
+        np.add(x @ W, b, out=out)
+
+
+def affine_weight_grad(x, dout, out):
+    """out = x.T @ dout. x (N, D), dout (N, M), out (D, M)"""
+    with single_threaded_blas():
+        np.matmul(x.T, dout, out=out)
