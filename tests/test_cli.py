@@ -283,10 +283,18 @@ def _umask():
     return mask
 
 
-def test_thread_pools_wait_passively_unless_the_user_says_otherwise(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    with cli._quiet_thread_pools():
-        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    with cli._quiet_thread_pools():
-        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+def test_training_runs_with_one_blas_thread_unless_the_user_says_otherwise(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    before = blas_threads()
+    with cli._single_threaded_blas():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    with cli._single_threaded_blas():
+        assert blas_threads() == before  # the user's setting wins: nothing changed

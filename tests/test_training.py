@@ -259,3 +259,29 @@ def test_bad_data_and_hooks_name_the_argument(toy):
     with pytest.raises(ValueError, match="rng_state"):
         train(net, x, t, xt, tt, iters_num=6, batch_size=10, history=History(iterations_done=0, rng_state={"x": 1}))
 
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_error(toy):
+    # Parameters checked at the start cannot go bad by themselves in this
+    # loss (it saturates at -log(1e-7)); corrupt one mid-run, as an overflow
+    # would, and the next iteration's loss must stop the run.
+    net = TwoLayerNet(6, 4, 3, seed=0)
+
+    def corrupt(i, loss):
+        if i == 4:
+            net.params["W2"][0, 0] = np.nan
+
+    with pytest.raises(FloatingPointError, match=r"learning_rate: training diverged at iteration 5"):
+        train(net, *toy, iters_num=20, batch_size=10, gradient="backprop", on_iteration=corrupt)
+
+
+def test_bad_parameters_are_refused_before_training(toy):
+    net = TwoLayerNet(6, 4, 3, seed=0)
+    net.params["b1"][1] = np.inf
+    with pytest.raises(ValueError, match=r"params\['b1'\]: contains NaN or inf"):
+        train(net, *toy, iters_num=5, batch_size=10, gradient="backprop")
+    net.params["b1"][1] = 0.0
+    x_train = toy[0].copy()
+    x_train[3, 2] = np.nan
+    with pytest.raises(ValueError, match="x_train: contains NaN or inf"):
+        train(net, x_train, *toy[1:], iters_num=5, batch_size=10)

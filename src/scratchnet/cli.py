@@ -131,7 +131,7 @@ def build_parser():
     d = DEFAULTS
     p.add_argument("--gradient", choices=GRADIENTS, help=f"how gradients are computed (default: {d['gradient']})")
     p.add_argument(
-        "--backend", choices=BACKEND_NAMES, help=f"backend of the numerical gradient (default: {d['backend']})"
+        "--backend", choices=BACKEND_NAMES, help=f"backend of the kernels (default: {d['backend']})"
     )
     p.add_argument("--iters", type=OPTION_TYPES["iters"], metavar="N", help=f"total iterations (default: {d['iters']})")
     p.add_argument(
@@ -356,11 +356,10 @@ def cmd_train(args):
     if out is not None and out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a directory")
 
-    if settings["gradient"] == "numerical":
-        try:
-            backends.load(settings["backend"])
-        except ImportError as exc:
-            raise CLIError(f"--backend {settings['backend']}: not available on this installation ({exc})") from None
+    try:
+        backends.load(settings["backend"])
+    except ImportError as exc:
+        raise CLIError(f"--backend {settings['backend']}: not available on this installation ({exc})") from None
     if args.threads is not None:
         try:
             set_num_threads(args.threads)
@@ -419,6 +418,8 @@ def cmd_train(args):
             on_epoch=lambda i, a, b: progress.line(f"train acc, test acc | {a:.4f}, {b:.4f}"),
             should_stop=lambda: stop["requested"],
         )
+    except FloatingPointError as exc:  # diverged: no use saving NaN parameters
+        raise CLIError(f"--lr {settings['lr']}: {str(exc).removeprefix('learning_rate: ')}", status=1) from None
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
@@ -428,8 +429,8 @@ def cmd_train(args):
     final = None
     if not interrupted:
         final = {
-            "train_acc": _accuracy(net, x_train, np.asarray(t_train, dtype=np.intp)),
-            "test_acc": _accuracy(net, x_test, np.asarray(t_test, dtype=np.intp)),
+            "train_acc": _accuracy(net, x_train, np.asarray(t_train, dtype=np.intp), settings["backend"]),
+            "test_acc": _accuracy(net, x_test, np.asarray(t_test, dtype=np.intp), settings["backend"]),
         }
     config = {
         "command": "train",
@@ -474,29 +475,19 @@ def cmd_train(args):
     return 0
 
 
-def _quiet_thread_pools():
-    """Keep Numba's OpenMP workers and OpenBLAS's threads from fighting.
+def _single_threaded_blas():
+    """One BLAS thread for the whole run.
 
-    Each iteration alternates small NumPy products (100 x 784 x 50) with
-    parallel Numba kernels. With both pools busy-waiting, each steals the
-    cores the other needs: measured on the 2-core dev machine under load,
-    200 numerical-gradient iterations took 20.8 s as is, 9.6 s with passive
-    OpenMP waiting, 9.3 s with one BLAS thread, and 2.7 s with both.
-    ``OMP_WAIT_POLICY`` is read when Numba starts its OpenMP pool (at the
-    first parallel kernel, after this), so setting it here works; the BLAS
-    pool was started when NumPy was imported, so it is limited through
-    threadpoolctl when that is installed. A user's own settings win.
-    Returns a context manager for the training loop.
+    The products left to BLAS are small, and OpenBLAS's worker threads
+    busy-wait after each one, taking the cores the parallel Numba and C
+    kernels need next (see ``_blas.py``). A user's own BLAS thread setting
+    wins.
     """
     import contextlib
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    blas_env = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    if any(v in os.environ for v in blas_env):
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    from threadpoolctl import threadpool_limits
+
+    if any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -506,7 +497,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _quiet_thread_pools():
+        with _single_threaded_blas():
             return cmd_train(args)
     except CLIError as exc:
         print(f"scratchnet: error: {exc}", file=sys.stderr)

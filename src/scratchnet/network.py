@@ -1,13 +1,13 @@
 """The chapter's two-layer net: affine -> sigmoid -> affine -> softmax.
 
 Shapes: x (N, D), W1 (D, H), b1 (H,), W2 (H, K), b2 (K,), t (N,) labels or
-(N, K) one-hot. The forward pass and backpropagation are NumPy apart from
-the products with x, the bulk of the work: the backend's ``affine`` and
-``affine_weight_grad`` kernels skip x's zeros (about 81% of an MNIST
-digit), and their sums differ from a BLAS product only in rounding. The
-numerical gradient goes to a backend kernel that evaluates exactly the
-perturbed losses of the chapter's loop, touching only what each
-perturbation changes.
+(N, K) one-hot. The forward pass runs on the backend's kernels (affine,
+sigmoid, softmax); backpropagation is NumPy apart from the products with x,
+the bulk of the work. The backend's ``affine`` and ``affine_weight_grad``
+kernels skip x's zeros (about 81% of an MNIST digit); their sums differ
+from a BLAS product only in rounding. The numerical gradient goes to a
+backend kernel that evaluates exactly the perturbed losses of the chapter's
+loop, touching only what each perturbation changes.
 """
 
 import numbers
@@ -19,16 +19,6 @@ from ._validation import as_float64, labels_from_targets
 from .backends.numpy_ref import DELTA
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
-
-
-def _sigmoid(a):
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _softmax(a):
-    e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _affine(kernel, x, W, b):
@@ -72,27 +62,37 @@ class TwoLayerNet:
     # -- forward ---------------------------------------------------------
     def _forward(self, x, backend=None):
         """a1 (N, H), z1 (N, H), a2 (N, K), y (N, K) for a validated x."""
-        affine = backends.resolve(backend).affine
+        kernels = backends.resolve(backend)
         p = self.params
-        a1 = _affine(affine, x, p["W1"], p["b1"])  # skips x's zeros
-        z1 = _sigmoid(a1)
-        a2 = _affine(affine, z1, p["W2"], p["b2"])  # z1 is dense, nothing to skip; but no BLAS threads either
-        return a1, z1, a2, _softmax(a2)
+        a1 = _affine(kernels.affine, x, p["W1"], p["b1"])  # skips x's zeros
+        z1 = np.empty_like(a1)
+        kernels.sigmoid(a1.reshape(-1), z1.reshape(-1))
+        a2 = _affine(kernels.affine, z1, p["W2"], p["b2"])  # z1 is dense, nothing to skip; but no BLAS threads either
+        y = np.empty_like(a2)
+        kernels.softmax(a2, y)
+        return a1, z1, a2, y
 
-    def predict(self, x):
-        """Class probabilities, shape (N, K), for inputs ``x`` of shape (N, D)."""
-        return self._forward(self._check_x(x))[3]
+    def predict(self, x, *, backend=None):
+        """Class probabilities, shape (N, K), for inputs ``x`` of shape (N, D).
 
-    def loss(self, x, t):
+        ``backend`` (``"numpy"``, ``"numba"`` or ``"c"``; None for the
+        global one) runs the forward pass, here and in :meth:`loss` and
+        :meth:`accuracy`; backends differ only in rounding.
+        """
+        return self._forward(self._check_x(x), backend)[3]
+
+    def loss(self, x, t, *, backend=None):
         """The chapter's cross-entropy: ``-mean(log(y[n, t_n] + 1e-7))``."""
-        x, labels = self._check_batch(x, t)
-        y = self._forward(x)[3]
+        return self._loss(*self._check_batch(x, t), backend)
+
+    def _loss(self, x, labels, backend):
+        y = self._forward(x, backend)[3]
         return -np.sum(np.log(y[np.arange(len(labels)), labels] + DELTA)) / len(labels)
 
-    def accuracy(self, x, t):
+    def accuracy(self, x, t, *, backend=None):
         """Fraction of samples whose most probable class is the label."""
         x, labels = self._check_batch(x, t)
-        return float(np.mean(np.argmax(self._forward(x)[3], axis=1) == labels))
+        return float(np.mean(np.argmax(self._forward(x, backend)[3], axis=1) == labels))
 
     # -- gradients -------------------------------------------------------
     def numerical_gradient(self, x, t, *, h=1e-4, backend=None):
@@ -127,13 +127,15 @@ class TwoLayerNet:
         if isinstance(h, bool) or not isinstance(h, numbers.Real) or not np.isfinite(h) or h <= 0:
             raise ValueError(f"h: expected a positive finite step, got {h!r}")
         self._check_params(for_numerical=True)
-        x, labels = self._check_batch(x, t)
+        return self._numerical_gradient(*self._check_batch(x, t), float(h), backend)
+
+    def _numerical_gradient(self, x, labels, h, backend):
         a1, _, a2, _ = self._forward(x, backend)
         p = self.params
         grads = {name: np.empty_like(p[name]) for name in PARAM_NAMES}
         backends.resolve(backend).network_numerical_gradient(
             x, labels, a1, np.ascontiguousarray(p["W2"]), a2,
-            float(h), grads["W1"], grads["b1"], grads["W2"], grads["b2"],
+            h, grads["W1"], grads["b1"], grads["W2"], grads["b2"],
         )
         return grads
 
@@ -163,7 +165,9 @@ class TwoLayerNet:
             ``W1``, ``b1``, ``W2``, ``b2``, with the parameters' shapes.
         """
         self._check_params(for_numerical=False)
-        x, labels = self._check_batch(x, t)
+        return self._gradient(*self._check_batch(x, t), backend)
+
+    def _gradient(self, x, labels, backend):
         n = len(labels)
         p = self.params
         kernels = backends.resolve(backend)
@@ -185,6 +189,10 @@ class TwoLayerNet:
         return {"W1": dW1, "b1": da1.sum(axis=0), "W2": dW2, "b2": da2.sum(axis=0)}
 
     # -- validation ------------------------------------------------------
+    # The public methods check their arguments and call the private ones
+    # (_loss, _gradient, _numerical_gradient), which take a checked C-contiguous
+    # float64 x and intp labels; a training loop checks its data once and
+    # calls those directly.
     def _check_params(self, for_numerical):
         p = self.params
         missing = [k for k in PARAM_NAMES if k not in p]

@@ -134,17 +134,19 @@ def _check_data(network, x, t, xname, tname):
         raise ValueError(f"{xname}: expected a non-empty array of shape (N, {d}), got shape {x.shape}")
     if x.dtype.kind not in "fiu":
         raise TypeError(f"{xname}: expected a real numeric array, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"{xname}: contains NaN or inf")
     return x, labels_from_targets(t, x.shape[0], k, tname)
 
 
-def _accuracy(network, x, labels):
+def _accuracy(network, x, labels, backend=None):
     """Fraction of rows of ``x`` classified as ``labels``, in chunks of EVAL_CHUNK.
 
     Counts are exact integers, so chunking changes nothing but memory.
     """
     correct = 0
     for start in range(0, len(labels), EVAL_CHUNK):
-        y = network.predict(x[start : start + EVAL_CHUNK])
+        y = network._forward(x[start : start + EVAL_CHUNK].astype(np.float64), backend)[3]  # x checked by caller
         correct += int(np.count_nonzero(np.argmax(y, axis=1) == labels[start : start + EVAL_CHUNK]))
     return correct / len(labels)
 
@@ -212,7 +214,8 @@ def train(
         Seed of the mini-batch generator ``np.random.default_rng(seed)``.
         Ignored when resuming (the generator state comes from ``history``).
     backend : {"numpy", "numba", "c"}, optional
-        Backend of the numerical gradient; None uses the global backend.
+        Backend of every kernel of the run (gradients, loss, accuracy); None
+        uses the global backend.
     h : float, optional
         Step of the numerical gradient.
     history : History, optional
@@ -265,32 +268,44 @@ def train(
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"history: rng_state is not a PCG64 generator state ({exc})") from None
 
+    backends.resolve(backend)  # an unknown or unbuilt backend fails here, not mid-run
+    network._check_params(for_numerical=gradient == "numerical")
     if gradient == "numerical":
-        backends.resolve(backend)  # an unknown or unbuilt backend fails here, not mid-run
+        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not np.isfinite(h) or h <= 0:
+            raise ValueError(f"h: expected a positive finite step, got {h!r}")
 
         def grad_fn(x, t):
-            return network.numerical_gradient(x, t, h=h, backend=backend)
+            return network._numerical_gradient(x, t, float(h), backend)
 
     else:
-        grad_fn = network.gradient
 
+        def grad_fn(x, t):
+            return network._gradient(x, t, backend)
+
+    # Data and parameters are checked once, above; each iteration calls the
+    # network's unchecked methods. A non-finite loss means the parameters
+    # diverged, and stops the run with a clear error.
     params = network.params
     for i in range(history.iterations_done, iters_num):
         batch_mask = rng.choice(train_size, batch_size)
-        x_batch = x_train[batch_mask]
+        x_batch = x_train[batch_mask].astype(np.float64)  # C-contiguous float64, as the unchecked methods take
         t_batch = labels_train[batch_mask]
 
         grads = grad_fn(x_batch, t_batch)
         for key in PARAM_NAMES:
             params[key] -= learning_rate * grads[key]
 
-        loss = float(network.loss(x_batch, t_batch))
+        loss = float(network._loss(x_batch, t_batch, backend))
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"learning_rate: training diverged at iteration {i} (loss {loss}); try a smaller learning rate"
+            )
         history.iterations.append(i)
         history.train_loss.append(loss)
 
         if is_epoch_iteration(i, batch_size, train_size):
-            train_acc = _accuracy(network, x_train, labels_train)
-            test_acc = _accuracy(network, x_test, labels_test)
+            train_acc = _accuracy(network, x_train, labels_train, backend)
+            test_acc = _accuracy(network, x_test, labels_test, backend)
             history.epochs.append((i, train_acc, test_acc))
             if on_epoch is not None:
                 on_epoch(i, train_acc, test_acc)

@@ -32,6 +32,7 @@ from .._config import BACKEND_NAMES, DEFAULT_BACKEND
 
 _MODULES = {"numpy": "numpy_ref", "numba": "numba_kernels", "c": "c"}
 _state = {"backend": DEFAULT_BACKEND}
+_loaded = {}
 _lock = threading.Lock()
 
 
@@ -42,9 +43,12 @@ def _check_name(name):
 
 def load(name):
     """Import and return the module of backend ``name``."""
-    _check_name(name)
-    with _lock:
-        return importlib.import_module(f".{_MODULES[name]}", __name__)
+    module = _loaded.get(name)  # the hot path: every kernel call passes here
+    if module is None:
+        _check_name(name)
+        with _lock:
+            module = _loaded[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+    return module
 
 
 def resolve(backend=None):
