@@ -16,7 +16,7 @@ import pytest
 from idx_helpers import NAMES, idx_bytes, small_mnist, write_idx, write_small_mnist
 
 from scratchnet.datasets import MissingFileError, MNISTError, cache_dir, load_mnist, read_idx
-from scratchnet.datasets import download as download_module
+from scratchnet import _atomic as atomic_module
 from scratchnet.datasets import mnist as mnist_module
 
 # From the shared MNIST README.
@@ -184,7 +184,7 @@ def test_user_data_dir_loads_and_caches(tmp_path, private_cache, parse_count):
         np.testing.assert_array_equal(x_test[:, 0], arrays["x_test"])
         np.testing.assert_array_equal(t_test, arrays["t_test"])
     assert len(parse_count) == 1
-    assert not [f for f in files_under(private_cache) if f.endswith(".part")]
+    assert not [f for f in files_under(private_cache) if f.endswith(".tmp")]
 
 
 def test_different_data_dirs_never_share_a_cache(tmp_path, private_cache):
@@ -274,7 +274,7 @@ def test_damaged_cache_is_rebuilt(tmp_path, private_cache, parse_count, damage):
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
 def test_interrupted_cache_write_leaves_nothing_half_written(tmp_path, private_cache, monkeypatch, error):
     arrays = write_small_mnist(tmp_path / "data")
-    real = download_module.atomic_write
+    real = atomic_module.atomic_write
     calls = []
 
     def failing_third(path, write):
@@ -297,7 +297,7 @@ def test_interrupted_cache_write_leaves_nothing_half_written(tmp_path, private_c
         with pytest.raises(KeyboardInterrupt):
             load_mnist(data_dir=tmp_path / "data")
     left = files_under(private_cache)
-    assert not [f for f in left if f.endswith(".part") or f.endswith("manifest.json")]
+    assert not [f for f in left if f.endswith(".tmp") or f.endswith("manifest.json")]
     assert len(left) == 2  # the two files written before the failure, complete
 
     monkeypatch.setattr(mnist_module, "atomic_write", real)

@@ -57,3 +57,9 @@ def atomic_write_text(path, text):
     """Atomically replace ``path`` with ``text`` (UTF-8)."""
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
+
+
+def atomic_write(path, write):
+    """Atomically replace ``path`` with what ``write(file)`` writes to a binary file."""
+    with atomic_open(path, "wb") as f:
+        write(f)

@@ -8,15 +8,13 @@ nothing behind. On a failure the next mirror is tried; when every mirror
 fails, :class:`DownloadError` lists what went wrong with each.
 """
 
-import contextlib
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .._atomic import atomic_write
 from .idx import MNISTError
 
 __all__ = ["DownloadError", "download_mnist", "MIRRORS", "MNIST_MD5"]
@@ -94,25 +92,6 @@ def is_present(directory, name):
     directory = Path(directory)
     plain = name[: -len(".gz")] if name.endswith(".gz") else name
     return (directory / name).is_file() or (directory / plain).is_file()
-
-
-def atomic_write(path, write):
-    """Create or replace ``path`` atomically with what ``write(file)`` writes.
-
-    ``write`` gets a binary file in the same folder; ``path`` appears only if
-    it returns, so readers never see a half-written file. If it raises, the
-    temporary file is removed and the exception propagates.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _fetch(name, digest, directory, mirrors, timeout):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import atomic_write, download_mnist
+from .._atomic import atomic_write
+from .download import download_mnist
 from .idx import MissingFileError, MNISTError, read_idx_digest
 
 __all__ = ["load_mnist", "cache_dir", "FILES", "SHIPPED_SHA256"]
