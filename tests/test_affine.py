@@ -117,7 +117,7 @@ def test_c_wrapper_names_the_bad_argument():
     with pytest.raises(ValueError, match="C-contiguous"):
         c.affine(np.zeros((6, 4)).T, W, b, np.empty((4, 3)))
     with pytest.raises(TypeError, match="x"):
-        c.affine(x.astype(np.float32), W, b, np.empty((4, 3)))
+        c.affine(x.astype(np.int64), W, b, np.empty((4, 3)))
     with pytest.raises(ValueError, match="dout"):
         c.affine_weight_grad(x, np.zeros((3, 3)), np.empty((6, 3)))
     with pytest.raises(ValueError, match="out"):
@@ -152,3 +152,18 @@ def test_gradient_rejects_unknown_backend(rng):
     net = sn.TwoLayerNet(4, 3, 2, seed=0)
     with pytest.raises(ValueError, match="backend"):
         net.gradient(rng.random((2, 4)), [0, 1], backend="cuda")
+
+
+def test_float32_input_equals_its_float64_promotion(backend, rng):
+    # MNIST pixels arrive as float32; every backend promotes them exactly.
+    x = (rng.random((30, 40)) * (rng.random((30, 40)) < 0.2)).astype(np.float32)
+    W, b, dout = rng.standard_normal((40, 7)), rng.standard_normal(7), rng.standard_normal((30, 7))
+    kernels = load(backend)
+    got, want = np.empty((30, 7)), np.empty((30, 7))
+    kernels.affine(x, W, b, got)
+    kernels.affine(x.astype(np.float64), W, b, want)
+    assert np.array_equal(got, want)
+    got, want = np.empty((40, 7)), np.empty((40, 7))
+    kernels.affine_weight_grad(x, dout, got)
+    kernels.affine_weight_grad(x.astype(np.float64), dout, want)
+    assert np.array_equal(got, want)

@@ -191,7 +191,7 @@ class TwoLayerNet:
     # -- validation ------------------------------------------------------
     # The public methods check their arguments and call the private ones
     # (_loss, _gradient, _numerical_gradient), which take a checked C-contiguous
-    # float64 x and intp labels; a training loop checks its data once and
+    # float32 or float64 x and intp labels; a training loop checks its data once and
     # calls those directly.
     def _check_params(self, for_numerical):
         p = self.params
@@ -216,7 +216,10 @@ class TwoLayerNet:
                 raise ValueError(f"params['{name}']: contains NaN or inf")
 
     def _check_x(self, x):
-        x = as_float64(x, "x")
+        x = np.asarray(x)
+        # float32 (load_mnist's pixels) goes to the kernels as it is: they
+        # promote it to float64 exactly, as NumPy does in the chapter's code.
+        x = np.ascontiguousarray(x) if x.dtype == np.float32 else as_float64(x, "x")
         d = self.params["W1"].shape[0]
         if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
             raise ValueError(f"x: expected a batch of shape (N, {d}) with N >= 1, got {x.shape}")

@@ -139,6 +139,13 @@ def _check_data(network, x, t, xname, tname):
     return x, labels_from_targets(t, x.shape[0], k, tname)
 
 
+def _kernel_input(x):
+    """Rows of a checked x as the network's unchecked methods take them:
+    C-contiguous float32 (MNIST's pixels, promoted exactly by the kernels)
+    or float64."""
+    return np.ascontiguousarray(x) if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
 def _accuracy(network, x, labels, backend=None):
     """Fraction of rows of ``x`` classified as ``labels``, in chunks of EVAL_CHUNK.
 
@@ -146,7 +153,7 @@ def _accuracy(network, x, labels, backend=None):
     """
     correct = 0
     for start in range(0, len(labels), EVAL_CHUNK):
-        y = network._forward(x[start : start + EVAL_CHUNK].astype(np.float64), backend)[3]  # x checked by caller
+        y = network._forward(_kernel_input(x[start : start + EVAL_CHUNK]), backend)[3]  # x checked by the caller
         correct += int(np.count_nonzero(np.argmax(y, axis=1) == labels[start : start + EVAL_CHUNK]))
     return correct / len(labels)
 
@@ -288,7 +295,7 @@ def train(
     params = network.params
     for i in range(history.iterations_done, iters_num):
         batch_mask = rng.choice(train_size, batch_size)
-        x_batch = x_train[batch_mask].astype(np.float64)  # C-contiguous float64, as the unchecked methods take
+        x_batch = _kernel_input(x_train[batch_mask])
         t_batch = labels_train[batch_mask]
 
         grads = grad_fn(x_batch, t_batch)

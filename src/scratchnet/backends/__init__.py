@@ -20,6 +20,11 @@ that is done by the public functions):
   hidden pre-activations, W2 (H, K), a2 (N, K) logits; outputs
   preallocated with the parameters' shapes.
 
+The three kernels that take the network's input x also take it as float32
+(MNIST's pixels, as :func:`scratchnet.load_mnist` gives them): every use
+promotes it to float64 exactly, so results equal those for
+``x.astype(np.float64)``, without that copy of every batch.
+
 Modules are imported on first use, so ``import scratchnet`` stays fast and
 does not load Numba or the compiled extension.
 """

@@ -29,6 +29,11 @@ def _check(a, name, ndim, dtype=np.float64, writable=False):
         raise ValueError(f"{name}: output array is read-only")
 
 
+def _float64_x(x):
+    """The C kernels read float64; float32 inputs (MNIST pixels) convert exactly."""
+    return x.astype(np.float64) if isinstance(x, np.ndarray) and x.dtype == np.float32 else x
+
+
 def _check_same_shape(x, out):
     if out.shape != x.shape:
         raise ValueError(f"out: shape {out.shape} does not match x's shape {x.shape}")
@@ -63,6 +68,7 @@ def cross_entropy_error(y, t):
 
 def affine(x, W, b, out):
     """out = x @ W + b over the non-zero entries of x (kernels/affine.c). x (N, D), W (D, M), b (M,), out (N, M)"""
+    x = _float64_x(x)
     _check(x, "x", 2)
     _check(W, "W", 2)
     _check(b, "b", 1)
@@ -77,6 +83,7 @@ def affine(x, W, b, out):
 
 def affine_weight_grad(x, dout, out):
     """out = x.T @ dout over the non-zero entries of x (kernels/affine.c). x (N, D), dout (N, M), out (D, M)"""
+    x = _float64_x(x)
     _check(x, "x", 2)
     _check(dout, "dout", 2)
     _check(out, "out", 2, writable=True)
@@ -94,6 +101,7 @@ def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):
     x (N, D), t (N,) intp, a1 (N, H) = x W1 + b1, W2 (H, K), a2 (N, K) logits,
     h > 0; fills dW1 (D, H), db1 (H,), dW2 (H, K), db2 (K,).
     """
+    x = _float64_x(x)
     _check(x, "x", 2)
     _check(t, "t", 1, dtype=np.intp)
     for name, a, ndim in (("a1", a1, 2), ("W2", W2, 2), ("a2", a2, 2)):

@@ -59,6 +59,7 @@ def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):
     x (N, D), t (N,) intp, a1 (N, H) = x W1 + b1, W2 (H, K), a2 (N, K) logits,
     h > 0; fills dW1 (D, H), db1 (H,), dW2 (H, K), db2 (K,).
     """
+    x = x.astype(np.float64, copy=False)  # float32 pixels: h * x must be float64 (NumPy keeps float32 * float)
     n, d = x.shape
     k = a2.shape[1]
     scale = 1.0 / n / (2.0 * h)
