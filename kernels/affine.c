@@ -14,18 +14,8 @@
 #include <omp.h>
 #endif
 
+#include "clones.h"
 #include "scratchnet.h"
-
-/* The row loop once per instruction set, as in numgrad.c (which explains
- * the conditions); -ffp-contract=off holds in every clone: no FMA. */
-#if defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef SN_CLONES
-#define SN_CLONES
-#endif
 
 /* out (m,) += vals[k] * A[idx[k], :] for k = 0 .. cnt - 1 in turn. A (., m) */
 SN_CLONES static void add_scaled_rows(double *restrict out, const double *restrict vals,

@@ -24,6 +24,7 @@
 #include <omp.h>
 #endif
 
+#include "clones.h"
 #include "scratchnet.h"
 
 /* Below this |argument| the short series in expm1_small, log_ratio and
@@ -31,18 +32,6 @@
 #define SERIES_MAX 1e-3
 /* Bound on |eps| / 4 * max_k |W2[j, k]| under which hidden_pair_diff_series holds. */
 #define FAST_MAX 2e-4
-
-/* One clone per instruction set, chosen when the module is loaded (an ifunc:
- * gcc >= 6 or clang >= 14, x86-64 with glibc; musl has no ifunc); elsewhere
- * one plain build. -ffp-contract=off holds in every clone: no FMA. */
-#if defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define SN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef SN_CLONES
-#define SN_CLONES
-#endif
 
 /* exp(u) - 1 for |u| < 1e-3: the series through u^5/120. */
 static inline double expm1_series(double u)

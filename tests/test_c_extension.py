@@ -142,10 +142,7 @@ def test_network_gradient_bitwise_mixed_paths(rng):
 
 def test_network_gradient_bitwise_mnist():
     # The case the kernels are tuned for: a real batch of 100 digits.
-    try:
-        (x, t), _ = scratchnet.load_mnist()
-    except (ImportError, OSError) as err:
-        pytest.skip(f"MNIST not available: {err}")
+    (x, t), _ = scratchnet.load_mnist()
     net = scratchnet.TwoLayerNet(784, 50, 10, seed=0)
     x, t = x[:100], t[:100]
     got = net.numerical_gradient(x, t, backend="c")

@@ -5,44 +5,24 @@ Every backend's numerical gradient is compared with the chapter's own loop
 for fresh and for trained or saturating parameters.
 """
 
-import gzip
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import naive
 import scratchnet
-from scratchnet.gradcheck import gradient_check
+from scratchnet import gradient_check
 
 H_STEP = 1e-4
 
+
 # -- data ------------------------------------------------------------------------
-_SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
-
-
-def _read_idx_gz(path, offset):
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
-
-
 @pytest.fixture(scope="module")
 def mnist_pool():
     """The first 3000 training digits: float32 x (3000, 784) in [0, 1], uint8 labels."""
-    try:
-        from scratchnet.datasets import load_mnist
-
-        (x, t), _ = load_mnist(normalize=True, flatten=True, one_hot_label=False)
-        return x[:3000], t[:3000]
-    except (ImportError, OSError):
-        pass
-    images = _SHARED_MNIST / "train-images-idx3-ubyte.gz"
-    labels = _SHARED_MNIST / "train-labels-idx1-ubyte.gz"
-    if not images.exists():
-        pytest.skip("MNIST not available: neither scratchnet.datasets.load_mnist nor ../shared/datasets/mnist")
-    x = _read_idx_gz(images, 16).reshape(-1, 784)[:3000]
-    return x.astype(np.float32) / np.float32(255), _read_idx_gz(labels, 8)[:3000]
+    (x, t), _ = scratchnet.load_mnist(normalize=True, flatten=True, one_hot_label=False)
+    return x[:3000], t[:3000]
 
 
 @pytest.fixture(scope="module")
@@ -288,10 +268,11 @@ def test_closer_to_exact_than_the_loop(mnist_batch, trained_small, backend, rng)
 
 # -- kernel properties ------------------------------------------------------------------
 @pytest.mark.parametrize("pixels", ["0-1", "0-255"])
-def test_numerical_gradient_threads_bitwise(mnist_batch, trained_full, backend, threads, pixels):
-    # Pixels in [0, 1] take the kernels' series path, raw 0..255 the general one.
-    if backend == "numpy":
-        pytest.skip("the numpy backend has no threads of its own")
+@pytest.mark.parametrize("threaded_backend", [b for b in scratchnet.available_backends() if b != "numpy"])
+def test_numerical_gradient_threads_bitwise(mnist_batch, trained_full, threaded_backend, threads, pixels):
+    # Pixels in [0, 1] take the kernels' series path, raw 0..255 the general
+    # one. (The numpy backend has no threads of its own.)
+    backend = threaded_backend
     if scratchnet.get_num_threads() < 2:
         pytest.skip("needs 2 threads")
     x, t = mnist_batch(100, start=2000)
