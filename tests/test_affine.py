@@ -90,10 +90,6 @@ def test_no_nonzero_gives_b_and_zero_gradient(backend):
 # -- threads do not change a bit ---------------------------------------------------
 @pytest.mark.parametrize("backend", COMPILED)
 def test_one_and_two_threads_are_bitwise_identical(backend, rng, threads):
-    import numba
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba was started with 1 thread; thread-count independence needs 2")
     x, W, b, dout = _inputs(rng, "sparse", 300, 784, 50)  # 300 rows, 784 inputs: both threads get work
     runs = []
     for n in (1, 2):

@@ -24,15 +24,7 @@ COMPILED = [b for b in sn.available_backends() if b != "numpy"]
 HYPOTHESIS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _two_threads_or_skip():
-    import numba
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba was started with 1 thread; thread-count independence needs 2")
-
-
 def _at_1_and_2_threads(threads, func):
-    _two_threads_or_skip()
     threads(1)
     one = func()
     threads(2)

@@ -214,8 +214,6 @@ def test_jitted_f_matches_the_serial_loop_bitwise(rng, shape, kernel_calls):
 
 
 def test_jitted_f_one_and_two_threads_are_bitwise_identical(rng, threads, kernel_calls):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("Numba was started with 1 thread; thread-count independence needs 2")
     x = rng.normal(size=1000)
     threads(1)
     one = sn.numerical_gradient(jitted_f, x)

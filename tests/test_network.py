@@ -273,8 +273,6 @@ def test_numerical_gradient_threads_bitwise(mnist_batch, trained_full, threaded_
     # Pixels in [0, 1] take the kernels' series path, raw 0..255 the general
     # one. (The numpy backend has no threads of its own.)
     backend = threaded_backend
-    if scratchnet.get_num_threads() < 2:
-        pytest.skip("needs 2 threads")
     x, t = mnist_batch(100, start=2000)
     if pixels == "0-255":
         x = np.round(x * 255.0)
