@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from scratchnet import cli
 from scratchnet._atomic import atomic_open
 from scratchnet.datasets import load_mnist
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 PARAMS = ("W1", "b1", "W2", "b2")
 EPOCH_LINE = "train acc, test acc | "
 
@@ -45,14 +43,10 @@ def data_dirs(tmp_path_factory):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """Environment of the subprocesses and of in-process runs: a private
-    dataset cache, and single-threaded BLAS (the 100 x 784 matrix products of
-    these runs are slower with threads on a loaded machine)."""
+    """Environment of the subprocesses (which run the installed scratchnet,
+    like the tests) and of in-process runs: a private dataset cache."""
     monkeypatch.setenv("SCRATCHNET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what cli.main would set, undone after the test
-    e = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    e["OPENBLAS_NUM_THREADS"] = "1"
-    return e
+    return dict(os.environ)
 
 
 def run_cli(args, env, timeout=300):
