@@ -417,11 +417,11 @@ def _single_threaded_blas():
     """
     import contextlib
 
-    from threadpoolctl import threadpool_limits
+    from ._blas import single_threaded_blas
 
     if any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return single_threaded_blas()
 
 
 def main(argv=None):
