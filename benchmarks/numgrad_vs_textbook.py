@@ -15,12 +15,11 @@ One process, one real-MNIST batch (784-50-10, batch 100, float64 params):
 Figures are medians (and minima) over ``--runs`` calls; ratios are taken
 within this run.
 
-On a 2-core machine run it as ``OPENBLAS_NUM_THREADS=1 python ...``: after
-each matmul (the forward pass inside numerical_gradient, backprop) OpenBLAS's
-worker thread keeps spinning on a core for a while, and a 2-thread kernel
-started then waits for it; with it the 2-thread figures measure that, not the
-kernels. The sampled loop partials are also checked against each
-backend's gradient (|difference| <= 1e-9), so the timed work is the same.
+The textbook loop runs with NumPy's default BLAS threads, as the book's
+code would; scratchnet's own products use one BLAS thread (see
+``scratchnet/_blas.py``). The sampled loop partials are also checked
+against each backend's gradient (|difference| <= 1e-9), so the timed work
+is the same.
 """
 
 import argparse
@@ -31,34 +30,9 @@ import time
 import numpy as np
 
 import scratchnet
+from common import N_PARAMS, SEED, chapter_net, textbook_partials  # the asv suite's helpers (this folder is on sys.path)
 
-SEED = 20261127
 BATCH = 100
-SIZES = (784, 50, 10)
-
-
-def textbook_loss(params, x, t):
-    """The chapter's TwoLayerNet.loss: one full forward pass."""
-    z1 = 1.0 / (1.0 + np.exp(-(x @ params["W1"] + params["b1"])))
-    a2 = z1 @ params["W2"] + params["b2"]
-    e = np.exp(a2 - a2.max(axis=1, keepdims=True))
-    y = e / e.sum(axis=1, keepdims=True)
-    return -np.sum(np.log(y[np.arange(len(t)), t] + 1e-7)) / len(t)
-
-
-def textbook_partials(params, x, t, sample, h=1e-4):
-    """The chapter's numerical_gradient loop body for each (name, flat index)."""
-    out = np.empty(len(sample))
-    for i, (name, j) in enumerate(sample):
-        flat = params[name].reshape(-1)  # a view
-        tmp = flat[j]
-        flat[j] = tmp + h
-        fxh1 = textbook_loss(params, x, t)
-        flat[j] = tmp - h
-        fxh2 = textbook_loss(params, x, t)
-        flat[j] = tmp
-        out[i] = (fxh1 - fxh2) / (2 * h)
-    return out
 
 
 def timed(f, runs):
@@ -80,9 +54,9 @@ def main():
 
     (x_train, t_train), _ = load_mnist(normalize=True, flatten=True, one_hot_label=False)
     x, t = x_train[:BATCH], t_train[:BATCH].astype(np.intp)
-    net = scratchnet.TwoLayerNet(*SIZES, seed=SEED)
+    net = chapter_net()
     names = ("W1", "b1", "W2", "b2")
-    n_params = sum(net.params[k].size for k in names)
+    n_params = N_PARAMS
     rng = np.random.default_rng(SEED)
     offsets = np.cumsum([0] + [net.params[k].size for k in names])
     sample = []
