@@ -30,7 +30,13 @@ import time
 import numpy as np
 
 import scratchnet
-from common import N_PARAMS, SEED, chapter_net, textbook_partials  # the asv suite's helpers (this folder is on sys.path)
+
+# The asv suite's helpers: as a package module when asv imports this file,
+# from this script's own folder when it is run directly.
+if __package__:
+    from .common import N_PARAMS, SEED, chapter_net, textbook_partials
+else:
+    from common import N_PARAMS, SEED, chapter_net, textbook_partials
 
 BATCH = 100
 
