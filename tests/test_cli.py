@@ -287,9 +287,9 @@ def test_training_runs_with_one_blas_thread_unless_the_user_says_otherwise(monke
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
     before = blas_threads()
-    with cli._single_threaded_blas():
+    with cli.single_threaded_blas():
         assert blas_threads() == {1}
     assert blas_threads() == before
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    with cli._single_threaded_blas():
+    with cli.single_threaded_blas():
         assert blas_threads() == before  # the user's setting wins: nothing changed

@@ -8,12 +8,11 @@ Exit status: 0 done, 1 training or output failed, 2 bad options or data,
 130 interrupted by Ctrl-C (after saving a resumable state with ``--out``).
 """
 
+
 import argparse
 import hashlib
 import io
 import json
-import math
-import os
 import platform
 import signal
 import sys
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import write_run
-from ._config import BACKEND_NAMES, DEFAULT_BACKEND
-from .network import PARAM_NAMES
-from .training import GRADIENTS, History
+from .._config import BACKEND_NAMES, DEFAULT_BACKEND
+from ..network import PARAM_NAMES
+from ..results import write_run
+from ..training import GRADIENTS, History
+from . import CLIError, int_at_least, positive_float
 
 # The chapter's experiment; None in argparse means "not given", so --resume
 # can tell an explicit option from a default.
@@ -48,45 +48,12 @@ OUTPUT_SIZE = 10
 PLOT_HINT = 'plots skipped: matplotlib is not installed; get them with: pip install "scratchnet[plot]"'
 
 
-class CLIError(Exception):
-    """A problem the user can fix; printed as one line, no traceback."""
-
-    def __init__(self, message, status=2):
-        super().__init__(message)
-        self.status = status
-
-
-# -- argument types --------------------------------------------------------
-def _int_at_least(lo):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    parse.__name__ = "integer"  # argparse names the type in some messages
-    return parse
-
-
-def _positive_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {s}")
-    return v
-
-
 OPTION_TYPES = {
-    "iters": _int_at_least(0),
-    "batch_size": _int_at_least(1),
-    "lr": _positive_float,
-    "hidden": _int_at_least(1),
-    "seed": _int_at_least(0),
+    "iters": int_at_least(0),
+    "batch_size": int_at_least(1),
+    "lr": positive_float,
+    "hidden": int_at_least(1),
+    "seed": int_at_least(0),
 }
 OPTION_CHOICES = {"gradient": GRADIENTS, "backend": BACKEND_NAMES}
 
@@ -111,12 +78,8 @@ def _check_saved_settings(settings):
         raise ValueError(f"config.json: invalid data_dir {settings['data_dir']!r}")
 
 
-def build_parser():
-    """The ``scratchnet`` argument parser (``train`` subcommand)."""
-    parser = argparse.ArgumentParser(
-        prog="scratchnet", description="Chapter 4 of 'Deep Learning from Scratch' as software."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_parser(sub):
+    """Register ``scratchnet train`` on the ``sub`` subparsers."""
     p = sub.add_parser(
         "train",
         help="train TwoLayerNet on MNIST by mini-batch SGD (the chapter's experiment)",
@@ -145,7 +108,7 @@ def build_parser():
         help=f"seed of the initial weights and the mini-batches (default: {d['seed']})",
     )
     p.add_argument(
-        "--threads", type=_int_at_least(1), metavar="T", help="threads of the Numba/C kernels (default: all cores)"
+        "--threads", type=int_at_least(1), metavar="T", help="threads of the Numba/C kernels (default: all cores)"
     )
     p.add_argument(
         "--data-dir",
@@ -163,7 +126,7 @@ def build_parser():
         help="continue the run saved in DIR (its config supplies the settings; --iters may raise the total)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
-    return parser
+    return p
 
 
 # -- run directory ---------------------------------------------------------
@@ -217,7 +180,7 @@ def _load_run(directory):
 def _versions():
     import numba
 
-    from . import __version__
+    from .. import __version__
 
     versions = {
         "python": platform.python_version(),
@@ -268,7 +231,7 @@ class _Progress:
 
 
 def _load_data(settings):
-    from .datasets import load_mnist
+    from ..datasets import load_mnist
 
     try:
         return load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=settings["data_dir"])
@@ -277,11 +240,11 @@ def _load_data(settings):
         raise CLIError(f"{where}: {exc}") from None
 
 
-def cmd_train(args):
+def run(args):
     """Run ``scratchnet train``; returns the exit status."""
-    from . import backends, get_num_threads, set_num_threads
-    from .network import TwoLayerNet
-    from .training import _accuracy, train
+    from .. import backends, get_num_threads, set_num_threads
+    from ..network import TwoLayerNet
+    from ..training import _accuracy, train
 
     settings, run = _settings(args)
     out = Path(args.out) if args.out is not None else (Path(args.resume) if args.resume is not None else None)
@@ -407,37 +370,3 @@ def cmd_train(args):
     return 0
 
 
-def _single_threaded_blas():
-    """One BLAS thread for the whole run.
-
-    The products left to BLAS are small, and OpenBLAS's worker threads
-    busy-wait after each one, taking the cores the parallel Numba and C
-    kernels need next (see ``_blas.py``). A user's own BLAS thread setting
-    wins.
-    """
-    import contextlib
-
-    from ._blas import single_threaded_blas
-
-    if any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-        return contextlib.nullcontext()
-    return single_threaded_blas()
-
-
-def main(argv=None):
-    """Entry point of the ``scratchnet`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        with _single_threaded_blas():
-            return cmd_train(args)
-    except CLIError as exc:
-        print(f"scratchnet: error: {exc}", file=sys.stderr)
-        return exc.status
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        print("scratchnet: aborted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
