@@ -1,63 +1,148 @@
 /* The kernel contract of scratchnet's compiled backend.
  *
- * One C function per kernel, outputs first, shapes in comments. Arrays are
- * C-contiguous, float64 unless noted, and already validated by the caller
- * (src/scratchnet/backends/c.py, then kernels/module.c): no checks here.
+ * One C function per kernel, named after its Python twin (sn_forward is
+ * backends/numba/forward.py's forward), in a file of the same name as the
+ * twin's module. Argument order, as in every backend: outputs first, then
+ * inputs. The network kernels take the structs below, which mirror the
+ * namedtuples of src/scratchnet/backends/structs.py field for field, so two
+ * arrays cannot be swapped silently.
  *
- * Each kernel is the 1:1 twin of its Numba kernel in src/scratchnet/backends/
- * (numba_kernels.py, numba_network.py): same formulas, same order of
- * operations, so the two agree bit for bit.
- * Parallel loops (OpenMP, when built with it) give every iteration its own
- * outputs, and sums are combined serially in a fixed order, so results are
- * bitwise identical for any thread count.
+ * Arrays are C-contiguous, float64 unless noted; module.c has checked every
+ * dtype and shape. Index arrays inside a batch are checked where they are
+ * read: a kernel never reads outside the arrays it was given, and returns
+ * SN_BAD_INDEX if it met an index out of range.
+ *
+ * Each kernel performs the same operations in the same order as its Numba
+ * twin (no -ffast-math, no FMA contraction), so the two agree bit for bit.
+ * Parallel loops (pool.c) give every item its own outputs and sum in a fixed
+ * order, so results are bitwise identical for any thread count.
+ *
+ * Shapes: n samples, d inputs, h hidden units, k classes, nnz non-zero inputs.
  */
 #ifndef SCRATCHNET_H
 #define SCRATCHNET_H
 
 #include <stdint.h>
 
-/* Guard inside the log of cross_entropy_error, as in the chapter. */
-#define SN_DELTA 1e-7
-/* Samples per partial sum of a loss; fixed, so sums never depend on threads. */
-#define SN_SUM_BLOCK 1024
+#define SN_DELTA 1e-7    /* guard inside the log of cross_entropy_error, as in the chapter */
+#define SN_SUM_BLOCK 1024 /* samples per partial sum of a loss; fixed, so sums never depend on threads */
+#define SN_ORDER 5       /* powers of the step kept by the series numerical gradient */
+#define SN_OK 0
+#define SN_NO_MEMORY (-1)
+#define SN_BAD_INDEX (-2)
 
-/* activations.c */
+/* Rows of a data set (structs.SparseRows): row r holds cols/vals[row_ptr[r] .. row_ptr[r + 1]). */
+typedef struct {
+    int64_t n, d, nnz;      /* nnz: the length of cols and vals (set by module.c) */
+    const int64_t *row_ptr; /* (n + 1,) */
+    const int32_t *cols;    /* (nnz,) ascending within a row */
+    const double *vals;     /* (nnz,) */
+} sn_sparse_rows;
 
-/* out = 1 / (1 + exp(-x)), computed with exp(-|x|) only. out, x (m,) */
-void sn_sigmoid(double *out, const double *x, int64_t m);
+/* One batch (structs.Batch): its non-zeros by rows (CSR) and by columns (CSC). */
+typedef struct {
+    int64_t n, d, nnz;      /* nnz: the length of cols, vals, rows, col_vals (set by module.c) */
+    double xmax;            /* max |x| */
+    int64_t *row_ptr;       /* (n + 1,) */
+    int32_t *cols;          /* (nnz,) */
+    double *vals;           /* (nnz,) */
+    int64_t *col_ptr;       /* (d + 1,) */
+    int32_t *rows;          /* (nnz,) samples ascending within a column */
+    double *col_vals;       /* (nnz,) */
+} sn_batch;
 
-/* Row-wise softmax with the row max subtracted. out, x (n, k), k >= 1 */
-void sn_softmax(double *out, const double *x, int64_t n, int64_t k);
+/* TwoLayerNet's parameters (structs.Params) and gradients (structs.Grads). */
+typedef struct {
+    const double *W1, *b1, *W2, *b2; /* (d, h), (h,), (h, k), (k,) */
+    int64_t d, h, k;
+} sn_params;
 
-/* losses.c */
+typedef struct {
+    double *W1, *b1, *W2, *b2;
+} sn_grads;
 
-/* -sum_i log(y[i, t[i]] + 1e-7) / n, summed in blocks of SN_SUM_BLOCK.
- * y (n, k), t (n,) labels in [0, k), n >= 1 */
+/* The forward pass (structs.Forward): a1, z, zq (n, h); a2, e, y (n, k); s (n,). */
+typedef struct {
+    double *a1, *z, *zq, *a2, *e, *s, *y;
+} sn_forward_pass;
+
+/* pool.c ------------------------------------------------------------------- */
+
+/* A parallel loop body: item in [0, nitems), slot in [0, slots) names the thread's scratch. */
+typedef void (*sn_task)(void *ctx, int64_t item, int slot);
+/* Run task(ctx, item, slot) for every item; returns when all are done. At most `slots` threads. */
+void sn_parallel_for(int64_t nitems, int slots, sn_task task, void *ctx);
+/* Threads a call may use now (for sizing per-thread scratch). */
+int sn_pool_slots(void);
+int sn_set_num_threads(int n); /* 0, or -1 if n is not in 1..256 */
+int sn_get_num_threads(void);
+
+/* activations.c, losses.c ---------------------------------------------------- */
+
+void sn_sigmoid(double *out, const double *x, int64_t m);          /* out, x (m,) */
+void sn_softmax(double *out, const double *x, int64_t n, int64_t k); /* out, x (n, k), row-wise, k >= 1 */
+/* -sum_i log(y[i, t[i]] + 1e-7) / n, summed in blocks of SN_SUM_BLOCK. y (n, k), t (n,) in [0, k), n >= 1 */
 double sn_cross_entropy_error(const double *y, const int64_t *t, int64_t n, int64_t k);
 
-/* affine.c */
+/* sparse.c ----------------------------------------------------------------- */
 
-/* out = x W + b, summing only the non-zero entries of x, over i ascending,
- * then + b. out (n, m), x (n, d), W (d, m), b (m,); n, d, m >= 1.
- * Returns 0, or -1 if its workspace (2 d numbers per thread) cannot be allocated. */
-int sn_affine(double *out, const double *x, const double *W, const double *b, int64_t n, int64_t d, int64_t m);
+/* counts (n,) = non-zeros per row of x (n, d), float32 if f32 else float64. */
+void sn_row_counts(int64_t *counts, const void *x, int f32, int64_t n, int64_t d);
+/* cols, vals (nnz,) = the non-zeros of each row of x, at row_ptr[r]. */
+void sn_fill_rows(int32_t *cols, double *vals, const int64_t *row_ptr, const void *x, int f32, int64_t n, int64_t d);
+/* out's CSR = rows `take` (out->n,) of data, whose non-zeros must number out->nnz; then sn_columns. */
+int sn_batch_take(sn_batch *out, const sn_sparse_rows *data, const int64_t *take);
+/* out's CSC and xmax from its CSR (a counting sort: samples ascending within a column).
+ * Returns SN_BAD_INDEX unless row_ptr runs from 0 to nnz without decreasing and every column is in [0, d). */
+int sn_columns(sn_batch *out);
 
-/* out = x^T dout, summing only the non-zero entries of x, over the samples
- * in ascending order. out (d, m), x (n, d), dout (n, m); n, d, m >= 1.
- * Returns 0, or -1 if its workspace (2 n numbers per thread) cannot be allocated. */
-int sn_affine_weight_grad(double *out, const double *x, const double *dout, int64_t n, int64_t d, int64_t m);
+/* forward.c ---------------------------------------------------------------- */
 
-/* numgrad.c */
+int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p);
+/* *correct = rows of data whose largest logit is at labels[r] (n,). */
+int sn_count_correct(int64_t *correct, const sn_sparse_rows *data, const int64_t *labels, const sn_params *p);
 
-/* Central-difference gradient of TwoLayerNet's loss for every parameter,
- * the twin of backends/numba_network.py: from the unperturbed forward pass,
- * recomputing only what each +-h step changes.
- * Outputs dW1 (d, hdim), db1 (hdim,), dW2 (hdim, k), db2 (k,).
- * x (n, d), t (n,) labels in [0, k), a1 (n, hdim) = x W1 + b1, W2 (hdim, k),
- * a2 (n, k) logits; h > 0; n, d, hdim, k >= 1.
- * Returns 0, or -1 if its workspace (about 5 n d doubles, plus a small table per thread) cannot be allocated. */
-int sn_network_numerical_gradient(double *dW1, double *db1, double *dW2, double *db2, const double *x,
-                                  const int64_t *t, const double *a1, const double *W2, const double *a2, double h,
-                                  int64_t n, int64_t d, int64_t hdim, int64_t k);
+/* backprop.c --------------------------------------------------------------- */
+
+/* Workspace: da2 (n, k), da1 (n, h). */
+typedef struct {
+    double *da2, *da1;
+} sn_backprop_work;
+
+int sn_backprop(const sn_grads *g, const sn_backprop_work *w, const sn_batch *b, const int64_t *labels,
+                const sn_params *p, const sn_forward_pass *f);
+
+/* numgrad_series.c --------------------------------------------------------- */
+
+/* Workspace and results: C (5, n, h), L (5, n, k) the coefficients; W2T (k, h);
+ * steps_w1 (chunks, 2, h), steps_w2 (2, h, k), steps_b1 (2, h), steps_b2 (2, k):
+ * [0] the largest real step, [1] the largest |h+ - h-| (per chunk and column
+ * of W1, per entry of the others); units (h,), logits (k,) set to 1 where the
+ * remainder bound sends the entry to the perturbed-loss method. */
+typedef struct {
+    double *C, *L, *W2T, *steps_w1, *steps_w2, *steps_b1, *steps_b2;
+    uint8_t *units, *logits;
+    int64_t chunks;
+} sn_series_work;
+
+int sn_numgrad_series(const sn_grads *g, const sn_series_work *w, const sn_batch *b, const int64_t *labels,
+                      const sn_params *p, const sn_forward_pass *f, double h);
+
+/* numgrad_perturbed.c ------------------------------------------------------ */
+
+/* Workspace: per sample's distinct pixel values. slot (nnz,); value (n, d);
+ * m_plus, m_minus (n, dpad) with dpad = d rounded up to SN_LANES; ndist (n,); xmax (n,). */
+#define SN_LANES 8
+typedef struct {
+    int64_t *slot;
+    double *value, *m_plus, *m_minus;
+    int64_t *ndist;
+    double *xmax;
+} sn_perturbed_work;
+
+/* Only the hidden units with units[j] (column j of W1, b1[j]) and the logits with logits[c] (column c of W2, b2[c]). */
+int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn_batch *b, const int64_t *labels,
+                         const sn_params *p, const sn_forward_pass *f, double h, const uint8_t *units,
+                         const uint8_t *logits);
 
 #endif /* SCRATCHNET_H */

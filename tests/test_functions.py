@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import scratchnet as sn
-from scratchnet.backends.numba_kernels import SUM_BLOCK
+from scratchnet._config import SUM_BLOCK
 
 EPS = np.finfo(np.float64).eps
 TINY = np.finfo(np.float64).tiny  # below it values are subnormal: absolute, not relative, precision

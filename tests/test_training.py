@@ -261,18 +261,33 @@ def test_bad_data_and_hooks_name_the_argument(toy):
 
 
 
-def test_non_finite_loss_stops_the_run_with_a_clear_error(toy):
+def test_parameters_corrupted_mid_run_are_named(toy):
     # Parameters checked at the start cannot go bad by themselves in this
-    # loss (it saturates at -log(1e-7)); corrupt one mid-run, as an overflow
-    # would, and the next iteration's loss must stop the run.
+    # loss (it saturates at -log(1e-7)); corrupt one mid-run, and the next
+    # update must stop the run saying so (not blaming the learning rate),
+    # leaving the other parameters as they were.
     net = TwoLayerNet(6, 4, 3, seed=0)
+    seen = {}
 
     def corrupt(i, loss):
         if i == 4:
+            seen["W1"] = net.params["W1"].copy()
             net.params["W2"][0, 0] = np.nan
 
-    with pytest.raises(FloatingPointError, match=r"learning_rate: training diverged at iteration 5"):
+    with pytest.raises(FloatingPointError, match=r"params\['W2'\]: contains NaN or inf at iteration 5"):
         train(net, *toy, iters_num=20, batch_size=10, gradient="backprop", on_iteration=corrupt)
+    assert np.array_equal(net.params["W1"], seen["W1"])
+
+
+def test_an_update_that_overflows_blames_the_learning_rate_and_changes_nothing(toy):
+    # b2 near the largest double: a learning rate of 1e308 times a gradient of
+    # about 0.3 takes some entries past it (to -inf).
+    net = TwoLayerNet(6, 4, 3, seed=0)
+    net.params["b2"][:] = -1.7e308
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(FloatingPointError, match=r"learning_rate: the update of b2 is not finite at iteration 0"):
+        train(net, *toy, iters_num=5, batch_size=10, gradient="backprop", learning_rate=1e308)
+    assert all(np.array_equal(net.params[k], before[k]) for k in before)
 
 
 def test_bad_parameters_are_refused_before_training(toy):

@@ -8,7 +8,8 @@ backends (``"numpy"`` reference, ``"numba"`` default, ``"c"`` compiled):
 array([6., 8.])
 """
 
-from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
+from ._threads import get_num_threads, set_num_threads
+from .backends import available_backends, get_backend, set_backend
 from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
 from .gradcheck import gradient_check

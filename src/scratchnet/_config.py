@@ -13,6 +13,11 @@ import tempfile
 DEFAULT_BACKEND = "numba"
 BACKEND_NAMES = ("numpy", "numba", "c")
 
+DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error: log(y + DELTA)
+DEFAULT_H = 1e-4  # the chapter's step of the central difference
+SUM_BLOCK = 1024  # samples per partial sum of a loss; fixed, so sums never depend on threads
+SERIES_ORDER = 5  # highest power of the step kept by the series numerical gradient
+
 NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
 
 

@@ -4,6 +4,8 @@ Each helper names the argument in its message and returns a C-contiguous
 array of the dtype the kernels expect.
 """
 
+import numbers
+
 import numpy as np
 
 
@@ -43,3 +45,17 @@ def labels_from_targets(t, n, k, name="t"):
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name}: label {bad} out of range [0, {k})")
     return np.ascontiguousarray(t, dtype=np.intp)
+
+
+def check_step(h, name="h"):
+    """A numerical-differentiation step as a float: positive, finite and normal.
+
+    A subnormal step (below 2.2e-308) has lost most of its digits, and
+    ``2 * h`` in the quotient with it.
+    """
+    if isinstance(h, bool) or not isinstance(h, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(h).__name__}")
+    h = float(h)
+    if not (np.isfinite(h) and h >= np.finfo(np.float64).tiny):
+        raise ValueError(f"{name}: expected a positive finite step (at least 2.2e-308), got {h!r}")
+    return h

@@ -29,7 +29,7 @@ def sigmoid(x, *, backend=None):
     """
     x = as_float64(x, "x")
     out = np.empty_like(x)
-    backends.resolve(backend).sigmoid(x.reshape(-1), out.reshape(-1))
+    backends.resolve(backend).sigmoid(out.reshape(-1), x.reshape(-1))
     return out[()]
 
 
@@ -53,7 +53,7 @@ def softmax(x, *, backend=None):
         raise ValueError(f"x: expected a non-empty vector (K,) or batch (N, K), got shape {x.shape}")
     x2 = x.reshape(-1, x.shape[-1])
     out = np.empty_like(x2)
-    backends.resolve(backend).softmax(x2, out)
+    backends.resolve(backend).softmax(out, x2)
     return out.reshape(x.shape)
 
 

@@ -1,13 +1,16 @@
 """The chapter's two-layer net: affine -> sigmoid -> affine -> softmax.
 
 Shapes: x (N, D), W1 (D, H), b1 (H,), W2 (H, K), b2 (K,), t (N,) labels or
-(N, K) one-hot. The forward pass runs on the backend's kernels (affine,
-sigmoid, softmax); backpropagation is NumPy apart from the products with x,
-the bulk of the work. The backend's ``affine`` and ``affine_weight_grad``
-kernels skip x's zeros (about 81% of an MNIST digit); their sums differ
-from a BLAS product only in rounding. The numerical gradient goes to a
-backend kernel that evaluates exactly the perturbed losses of the chapter's
-loop, touching only what each perturbation changes.
+(N, K) one-hot. Every computation runs on a backend's kernels
+(:mod:`scratchnet.backends`), which read x through its list of non-zeros (a
+:class:`~scratchnet.backends.structs.Batch`; about 81% of an MNIST digit
+is zeros). Backends differ only in rounding.
+
+Two ways in: the methods of the chapter (``predict``, ``loss``,
+``accuracy``, ``numerical_gradient``, ``gradient``) check their arguments;
+the ``*_batch`` methods and :meth:`TwoLayerNet.count_correct` take data
+checked once and put in the kernels' form (``make_batch``), for a training
+loop that should not check every mini-batch again.
 """
 
 import numbers
@@ -15,18 +18,12 @@ import numbers
 import numpy as np
 
 from . import backends
-from ._validation import as_float64, labels_from_targets
-from .backends.numpy_ref import DELTA
+from ._config import DEFAULT_H
+from ._validation import as_float64, check_step, labels_from_targets
+from .backends.structs import Forward, Grads, Params
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
-
-
-def _affine(kernel, x, W, b):
-    """x @ W + b (N, M) by a backend's affine kernel. x (N, D), W (D, M), b (M,)"""
-    out = np.empty((x.shape[0], W.shape[1]))
-    # params may be set by hand: give the kernel the C-contiguous float64 it expects (no copy if so)
-    kernel(x, np.ascontiguousarray(W, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64), out)
-    return out
+NUMGRAD_METHODS = ("series", "perturbed")
 
 
 class TwoLayerNet:
@@ -38,7 +35,7 @@ class TwoLayerNet:
         D, H and K (784, 50 and 10 in the chapter).
     weight_init_std : float, optional
         Weights start as ``weight_init_std * standard_normal``; biases at 0.
-    seed : int or numpy.random.Generator, optional
+    seed : int >= 0, numpy.random.SeedSequence or numpy.random.Generator, optional
         Source of the initial weights.
 
     Attributes
@@ -51,6 +48,12 @@ class TwoLayerNet:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, numbers.Real):
+            raise TypeError(f"weight_init_std: expected a real number, got {type(weight_init_std).__name__}")
+        if not np.isfinite(weight_init_std):
+            raise ValueError(f"weight_init_std: expected a finite number, got {weight_init_std!r}")
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0 (or a Generator or SeedSequence), got {seed!r}")
         rng = np.random.default_rng(seed)
         self.params = {
             "W1": weight_init_std * rng.standard_normal((input_size, hidden_size)),
@@ -59,64 +62,71 @@ class TwoLayerNet:
             "b2": np.zeros(output_size),
         }
 
-    # -- forward ---------------------------------------------------------
-    def _forward(self, x, backend=None):
-        """a1 (N, H), z1 (N, H), a2 (N, K), y (N, K) for a validated x."""
-        kernels = backends.resolve(backend)
-        p = self.params
-        a1 = _affine(kernels.affine, x, p["W1"], p["b1"])  # skips x's zeros
-        z1 = np.empty_like(a1)
-        kernels.sigmoid(a1.reshape(-1), z1.reshape(-1))
-        a2 = _affine(kernels.affine, z1, p["W2"], p["b2"])  # z1 is dense, nothing to skip; but no BLAS threads either
-        y = np.empty_like(a2)
-        kernels.softmax(a2, y)
-        return a1, z1, a2, y
-
+    # -- the chapter's methods (checked) ---------------------------------------
     def predict(self, x, *, backend=None):
         """Class probabilities, shape (N, K), for inputs ``x`` of shape (N, D).
 
         ``backend`` (``"numpy"``, ``"numba"`` or ``"c"``; None for the
-        global one) runs the forward pass, here and in :meth:`loss` and
-        :meth:`accuracy`; backends differ only in rounding.
+        global one) runs the forward pass, here and in every method.
         """
-        return self._forward(self._check_x(x), backend)[3]
+        self.check_params()
+        return self.forward_batch(self.make_batch(x, backend=backend), backend=backend).y
 
     def loss(self, x, t, *, backend=None):
         """The chapter's cross-entropy: ``-mean(log(y[n, t_n] + 1e-7))``."""
-        return self._loss(*self._check_batch(x, t), backend)
-
-    def _loss(self, x, labels, backend):
-        y = self._forward(x, backend)[3]
-        return -np.sum(np.log(y[np.arange(len(labels)), labels] + DELTA)) / len(labels)
+        self.check_params()
+        batch, labels = self._checked_batch(x, t, backend)
+        return self.loss_batch(batch, labels, backend=backend)
 
     def accuracy(self, x, t, *, backend=None):
-        """Fraction of samples whose most probable class is the label."""
-        x, labels = self._check_batch(x, t)
-        return float(np.mean(np.argmax(self._forward(x, backend)[3], axis=1) == labels))
+        """Fraction of samples whose largest logit (most probable class) is the label."""
+        self.check_params()
+        x = self._check_x(x)
+        labels = labels_from_targets(t, x.shape[0], self.params["W2"].shape[1])
+        data = backends.resolve(backend).sparse_rows(x)
+        return self.count_correct(data, labels, backend=backend) / len(labels)
 
-    # -- gradients -------------------------------------------------------
-    def numerical_gradient(self, x, t, *, h=1e-4, backend=None):
+    def numerical_gradient(self, x, t, *, h=DEFAULT_H, method="series", backend=None):
         """Central-difference gradient of :meth:`loss` for every parameter.
 
-        For each parameter p: ``(loss with p + h - loss with p - h) / 2h``,
-        the quantity the chapter's loop computes, two forward passes per
-        parameter. Here each perturbed loss is evaluated from the unperturbed
-        forward pass by recomputing only what the perturbation changes: a
-        ``W1[i, j]`` step moves hidden unit j of the samples whose pixel i is
-        non-zero; a ``W2[j, k]`` or ``b2[k]`` step moves logit k. The
-        per-sample loss differences are summed (instead of subtracting two
-        batch losses), which avoids the loop's cancellation: the result
-        differs from the loop only by the loop's own rounding, about
-        1e-12 absolute for the chapter's net. The parameters are never
-        modified, not even temporarily.
+        For each parameter p, the quantity the chapter's loop computes:
+        ``(loss with p + h - loss with p - h) / 2h``, with the loop's real
+        steps ``fl(p + h) - p`` and ``p - fl(p - h)``. The parameters are
+        never modified, not even temporarily. Two methods compute it
+        (docs/numerical_gradient.rst derives both):
+
+        ``"series"`` (default)
+            Each perturbed loss as a power series in the step, summed
+            exactly: per sample and hidden unit, the Taylor coefficients of
+            the loss in a shift of the hidden pre-activation (and of each
+            logit) through the 5th power, then products with x^m over x's
+            non-zeros, like backprop's. About the cost of two backprops.
+            A bound on the terms left out (beyond the 5th power) is checked
+            on every call for each hidden unit and each logit; where it is
+            not below the rounding of the result, that unit or logit is
+            computed by ``"perturbed"`` instead. The chapter's data (x in
+            [0, 1], h = 1e-4) take the series everywhere; a hidden unit
+            falls back when max|x| h exceeds about 3e-3 (unscaled 0-255
+            pixels at h = 1e-4; h above 3e-3 on MNIST) or its row of W2
+            spans more than about 150, and the logits when h exceeds about
+            5e-3. The bound grows as the 7th power of these, so the
+            thresholds move little with the data. Exact to a few ulps of
+            the result.
+        ``"perturbed"``
+            Each perturbed loss evaluated from the unperturbed forward pass,
+            recomputing only what the step changes (one hidden unit, or one
+            logit), and the per-sample loss differences summed: the loop's
+            quantity without its cancellation, to about 1e-12 absolute for
+            the chapter's net. Any input; a few times slower.
 
         Parameters
         ----------
         x : array_like, shape (N, D)
             float32 input (as :func:`load_mnist` gives) is promoted to
-            float64 exactly as NumPy does in the chapter's code.
+            float64 exactly, as NumPy does in the chapter's code.
         t : array_like, shape (N,) labels or (N, K) one-hot
         h : float, optional
+        method : {"series", "perturbed"}, optional
         backend : {"numpy", "numba", "c"}, optional
 
         Returns
@@ -124,20 +134,11 @@ class TwoLayerNet:
         dict of str to ndarray
             ``W1``, ``b1``, ``W2``, ``b2``: gradients with the parameters' shapes.
         """
-        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not np.isfinite(h) or h <= 0:
-            raise ValueError(f"h: expected a positive finite step, got {h!r}")
-        self._check_params(for_numerical=True)
-        return self._numerical_gradient(*self._check_batch(x, t), float(h), backend)
-
-    def _numerical_gradient(self, x, labels, h, backend):
-        a1, _, a2, _ = self._forward(x, backend)
-        p = self.params
-        grads = {name: np.empty_like(p[name]) for name in PARAM_NAMES}
-        backends.resolve(backend).network_numerical_gradient(
-            x, labels, a1, np.ascontiguousarray(p["W2"]), a2,
-            h, grads["W1"], grads["b1"], grads["W2"], grads["b2"],
-        )
-        return grads
+        h = check_step(h)
+        _check_method(method)
+        self.check_params(for_numerical=True)
+        batch, labels = self._checked_batch(x, t, backend)
+        return self.numerical_gradient_batch(batch, labels, h=h, method=method, backend=backend)
 
     def gradient(self, x, t, *, backend=None):
         """Backpropagation: the exact derivative of :meth:`loss`.
@@ -155,66 +156,114 @@ class TwoLayerNet:
         x : array_like, shape (N, D)
         t : array_like, shape (N,) labels or (N, K) one-hot
         backend : {"numpy", "numba", "c"}, optional
-            Backend of the products with ``x`` (forward ``x @ W1`` and
-            ``dW1 = x.T @ da1``, which skip x's zeros); None uses the global
-            backend. Backends differ only in the rounding of these sums.
 
         Returns
         -------
         dict of str to ndarray
             ``W1``, ``b1``, ``W2``, ``b2``, with the parameters' shapes.
         """
-        self._check_params(for_numerical=False)
-        return self._gradient(*self._check_batch(x, t), backend)
+        self.check_params()
+        batch, labels = self._checked_batch(x, t, backend)
+        return self.gradient_batch(batch, labels, backend=backend)
 
-    def _gradient(self, x, labels, backend):
-        n = len(labels)
-        p = self.params
+    # -- data checked once (unchecked) -----------------------------------------
+    def make_batch(self, x, *, backend=None):
+        """``x`` (N, D) checked and listed as a Batch of its non-zeros, for the ``*_batch`` methods."""
+        return backends.resolve(backend).batch_from_dense(self._check_x(x))
+
+    def forward_batch(self, batch, *, backend=None):
+        """The forward pass (a :class:`~scratchnet.backends.structs.Forward`) of a Batch."""
         kernels = backends.resolve(backend)
-        _, z1, _, y = self._forward(x, backend)
-        # softmax + cross-entropy: dL/da2
-        rows = np.arange(n)
-        y_t = y[rows, labels]
-        da2 = y.copy()
-        da2[rows, labels] -= 1.0
-        da2 *= (y_t / (y_t + DELTA) / n)[:, None]  # (N, K)
-        # a2 = z1 W2 + b2
-        dW2 = z1.T @ da2  # (H, K); this and the next product are too small for BLAS's threads
-        dz1 = da2 @ p["W2"].T  # (N, H)
-        # z1 = sigmoid(a1)
-        da1 = dz1 * z1 * (1.0 - z1)
-        # a1 = x W1 + b1
-        dW1 = np.empty_like(p["W1"])
-        kernels.affine_weight_grad(x, da1, dW1)  # (D, H), skips x's zeros
-        return {"W1": dW1, "b1": da1.sum(axis=0), "W2": dW2, "b2": da2.sum(axis=0)}
+        params = self.kernel_params()
+        n, (h, k) = batch.n, params.W2.shape
+        fwd = Forward(*(np.empty(shape) for shape in ((n, h), (n, h), (n, h), (n, k), (n, k), (n,), (n, k))))
+        kernels.forward(fwd, batch, params)
+        return fwd
 
-    # -- validation ------------------------------------------------------
-    # The public methods check their arguments and call the private ones
-    # (_loss, _gradient, _numerical_gradient), which take a checked C-contiguous
-    # float32 or float64 x and intp labels; a training loop checks its data once and
-    # calls those directly.
-    def _check_params(self, for_numerical):
+    def loss_batch(self, batch, labels, *, backend=None):
+        """:meth:`loss` of a Batch and labels (N,) intp in range, as checked by the caller."""
+        fwd = self.forward_batch(batch, backend=backend)
+        return float(backends.resolve(backend).cross_entropy_error(fwd.y, labels))
+
+    def numerical_gradient_batch(self, batch, labels, *, h=DEFAULT_H, method="series", backend=None):
+        """:meth:`numerical_gradient` of a Batch and labels (N,) intp; h and method as checked by the caller."""
+        kernels = backends.resolve(backend)
+        params = self.kernel_params()
+        fwd = self.forward_batch(batch, backend=backend)
+        grads = Grads(*(np.empty_like(p) for p in params))
+        if method == "series":
+            kernels.numgrad_series(grads, batch, labels, params, fwd, h)
+        else:
+            kernels.numgrad_perturbed(grads, batch, labels, params, fwd, h)
+        return dict(zip(PARAM_NAMES, grads))
+
+    def gradient_batch(self, batch, labels, *, backend=None):
+        """:meth:`gradient` of a Batch and labels (N,) intp."""
+        kernels = backends.resolve(backend)
+        params = self.kernel_params()
+        fwd = self.forward_batch(batch, backend=backend)
+        grads = Grads(*(np.empty_like(p) for p in params))
+        kernels.backprop(grads, batch, labels, params, fwd)
+        return dict(zip(PARAM_NAMES, grads))
+
+    def count_correct(self, data, labels, *, backend=None):
+        """Rows of ``data`` (SparseRows) whose largest logit is at ``labels`` (N,) intp."""
+        return int(backends.resolve(backend).count_correct(data, labels, self.kernel_params()))
+
+    # -- parameters -------------------------------------------------------------
+    def kernel_params(self):
+        """The parameters as the kernels take them (Params, C-contiguous float64).
+
+        Checks what any kernel's memory safety needs, in constant time: the
+        four arrays are present, float64 and of consistent shapes
+        (contiguous copies where they are not contiguous). Finiteness is
+        checked by :meth:`check_params`.
+        """
         p = self.params
-        missing = [k for k in PARAM_NAMES if k not in p]
+        if not isinstance(p, dict):
+            raise TypeError(f"params: expected a dict of arrays, got {type(p).__name__}")
+        missing = [name for name in PARAM_NAMES if name not in p]
         if missing:
             raise KeyError(f"params: missing {missing}")
-        d, hdim = np.shape(p["W1"])
-        k = np.shape(p["W2"])[1]
-        expected = {"W1": (d, hdim), "b1": (hdim,), "W2": (hdim, k), "b2": (k,)}
         for name in PARAM_NAMES:
             a = p[name]
-            if not isinstance(a, np.ndarray) or a.shape != expected[name]:
-                raise ValueError(f"params['{name}']: expected an array of shape {expected[name]}, got {np.shape(a)}")
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"params['{name}']: expected a numpy array, got {type(a).__name__}")
             if a.dtype != np.float64:
-                if for_numerical and a.dtype.kind == "f":
+                raise TypeError(f"params['{name}']: expected float64, got {a.dtype}")
+        d, h = _shape2(p["W1"], "W1")
+        k = _shape2(p["W2"], "W2")[1]
+        expected = {"W1": (d, h), "b1": (h,), "W2": (h, k), "b2": (k,)}
+        for name in PARAM_NAMES:
+            if p[name].shape != expected[name]:
+                raise ValueError(
+                    f"params['{name}']: expected shape {expected[name]} (from W1 {(d, h)} and W2's {k} columns), "
+                    f"got {p[name].shape}"
+                )
+        return Params(*(np.ascontiguousarray(p[name]) for name in PARAM_NAMES))
+
+    def check_params(self, *, for_numerical=False):
+        """Check the parameters fully: :meth:`kernel_params`, and every entry finite.
+
+        ``for_numerical`` refuses float32 parameters with the reason (a step
+        of 1e-4 keeps only a few of its digits in float32).
+        """
+        p = self.params
+        if for_numerical and isinstance(p, dict):
+            for name in PARAM_NAMES:
+                a = p.get(name)
+                if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != np.float64:
                     raise TypeError(
                         f"params['{name}']: dtype {a.dtype} cannot represent a step h=1e-4 of the numerical "
                         "gradient to useful precision; keep parameters float64"
                     )
-                raise TypeError(f"params['{name}']: expected float64, got {a.dtype}")
+        params = self.kernel_params()
+        for name, a in zip(PARAM_NAMES, params):
             if not np.isfinite(a).all():
                 raise ValueError(f"params['{name}']: contains NaN or inf")
+        return params
 
+    # -- data -------------------------------------------------------------------
     def _check_x(self, x):
         x = np.asarray(x)
         # float32 (load_mnist's pixels) goes to the kernels as it is: they
@@ -227,7 +276,18 @@ class TwoLayerNet:
             raise ValueError("x: contains NaN or inf")
         return x
 
-    def _check_batch(self, x, t):
+    def _checked_batch(self, x, t, backend):
         x = self._check_x(x)
         labels = labels_from_targets(t, x.shape[0], self.params["W2"].shape[1])
-        return x, labels
+        return backends.resolve(backend).batch_from_dense(x), labels
+
+
+def _shape2(a, name):
+    if a.ndim != 2:
+        raise ValueError(f"params['{name}']: expected a 2-d array, got shape {a.shape}")
+    return a.shape
+
+
+def _check_method(method):
+    if method not in NUMGRAD_METHODS:
+        raise ValueError(f"method: expected one of {list(NUMGRAD_METHODS)}, got {method!r}")

@@ -11,6 +11,12 @@ and, once per epoch, the accuracy on the whole training and test sets.
 Randomness comes only from a seeded :class:`numpy.random.Generator`, whose
 state is kept in the returned :class:`History`, so a run can be stopped and
 resumed with bitwise identical results.
+
+The data are checked once and listed once as their non-zeros
+(:class:`~scratchnet.backends.structs.SparseRows`); each iteration takes
+its mini-batch from that list (``batch_take``, the batch's non-zeros by
+rows and by columns, shared by every kernel of the iteration) and calls
+the network's unchecked ``*_batch`` methods.
 """
 
 import copy
@@ -20,16 +26,11 @@ import numbers
 import numpy as np
 
 from . import backends
-from ._validation import labels_from_targets
-from .network import PARAM_NAMES
+from ._config import DEFAULT_H
+from ._validation import check_step, labels_from_targets
+from .network import NUMGRAD_METHODS, PARAM_NAMES
 
 GRADIENTS = ("numerical", "backprop")
-
-# Samples per forward pass when measuring accuracy. The float64 copy of a
-# chunk (2048 x 784 x 8 bytes = 13 MB) stays in cache for the matrix product;
-# measured on the full training set, 2048 was as fast as 10,000 and 3-4x
-# faster than one pass over all 60,000 (which also allocates 376 MB).
-EVAL_CHUNK = 2048
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_size):
+def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_size, numgrad_method):
     if not _is_int(iters_num) or iters_num < 0:
         raise ValueError(f"iters_num: expected a non-negative integer, got {iters_num!r}")
     if not _is_int(batch_size) or not 1 <= batch_size <= train_size:
@@ -121,12 +122,14 @@ def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_
         raise ValueError(f"learning_rate: expected a finite positive number, got {learning_rate!r}")
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient: expected one of {list(GRADIENTS)}, got {gradient!r}")
+    if numgrad_method not in NUMGRAD_METHODS:
+        raise ValueError(f"numgrad_method: expected one of {list(NUMGRAD_METHODS)}, got {numgrad_method!r}")
     if not (_is_int(seed) and seed >= 0) and not isinstance(seed, np.random.SeedSequence):
         raise ValueError(f"seed: expected a non-negative integer or a numpy.random.SeedSequence, got {seed!r}")
 
 
-def _check_data(network, x, t, xname, tname):
-    """``x`` as given (2-D, D columns) and ``t`` as intp labels (N,)."""
+def check_data(network, x, t, xname, tname):
+    """``x`` (N, D) as given and ``t`` as intp labels (N,), checked against the network's sizes."""
     d = network.params["W1"].shape[0]
     k = network.params["W2"].shape[1]
     x = np.asarray(x)
@@ -139,23 +142,26 @@ def _check_data(network, x, t, xname, tname):
     return x, labels_from_targets(t, x.shape[0], k, tname)
 
 
-def _kernel_input(x):
-    """Rows of a checked x as the network's unchecked methods take them:
-    C-contiguous float32 (MNIST's pixels, promoted exactly by the kernels)
-    or float64."""
-    return np.ascontiguousarray(x) if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    """A checked data set in the kernels' form: its rows' non-zeros and intp labels."""
+
+    rows: object  # backends.structs.SparseRows
+    labels: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, network, x, t, kernels, xname="x", tname="t"):
+        x, labels = check_data(network, x, t, xname, tname)
+        x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+        return cls(kernels.sparse_rows(np.ascontiguousarray(x)), labels)
+
+    def __len__(self):
+        return len(self.labels)
 
 
-def _accuracy(network, x, labels, backend=None):
-    """Fraction of rows of ``x`` classified as ``labels``, in chunks of EVAL_CHUNK.
-
-    Counts are exact integers, so chunking changes nothing but memory.
-    """
-    correct = 0
-    for start in range(0, len(labels), EVAL_CHUNK):
-        y = network._forward(_kernel_input(x[start : start + EVAL_CHUNK]), backend)[3]  # x checked by the caller
-        correct += int(np.count_nonzero(np.argmax(y, axis=1) == labels[start : start + EVAL_CHUNK]))
-    return correct / len(labels)
+def accuracy(network, data, *, backend=None):
+    """Fraction of ``data`` (a :class:`DataSet`) that ``network`` classifies right."""
+    return network.count_correct(data.rows, data.labels, backend=backend) / len(data)
 
 
 def is_epoch_iteration(i, batch_size, train_size):
@@ -172,6 +178,66 @@ def is_epoch_iteration(i, batch_size, train_size):
     return (i * batch_size) % train_size < batch_size
 
 
+def _start(history, seed, iters_num):
+    """(History to extend, its generator): fresh from ``seed``, or a copy of ``history`` resumed."""
+    if history is None:
+        return History(), np.random.default_rng(seed)
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a History, got {type(history).__name__}")
+    if history.iterations_done > iters_num:
+        raise ValueError(
+            f"iters_num: {iters_num} is fewer than the {history.iterations_done} iterations already in history"
+        )
+    history = copy.deepcopy(history)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = history.rng_state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"history: rng_state is not a PCG64 generator state ({exc})") from None
+    return history, rng
+
+
+def _gradient_function(network, gradient, h, numgrad_method, backend):
+    if gradient == "numerical":
+        return lambda batch, labels: network.numerical_gradient_batch(
+            batch, labels, h=h, method=numgrad_method, backend=backend
+        )
+    return lambda batch, labels: network.gradient_batch(batch, labels, backend=backend)
+
+
+def _step(network, grads, learning_rate, i):
+    """params[k] -= learning_rate * grads[k], all or none: a non-finite update leaves params as they were."""
+    params = network.params
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below, and explained
+        updated = {key: params[key] - learning_rate * grads[key] for key in PARAM_NAMES}
+    bad = [key for key in PARAM_NAMES if not np.isfinite(updated[key]).all()]
+    if bad:
+        raise FloatingPointError(_why_not_finite(params, grads, bad, learning_rate, i))
+    for key in PARAM_NAMES:
+        params[key][...] = updated[key]
+
+
+def _why_not_finite(params, grads, bad, learning_rate, i):
+    """What made the update of ``bad`` non-finite: the parameters, the gradient, or the step."""
+    kept = "the parameters are left as they were at the end of the previous iteration"
+    for key in PARAM_NAMES:
+        if not np.isfinite(params[key]).all():
+            return (
+                f"params['{key}']: contains NaN or inf at iteration {i}, before its update (changed outside "
+                f"train, e.g. by a callback?); the update was not applied"
+            )
+    for key in bad:
+        if not np.isfinite(grads[key]).all():
+            return (
+                f"gradient: the gradient of {key} is not finite at iteration {i}: the loss overflows for these "
+                f"parameters and data (inputs or weights of extreme size?); {kept}"
+            )
+    return (
+        f"learning_rate: the update of {', '.join(bad)} is not finite at iteration {i} (gradient times "
+        f"learning rate {learning_rate!r} overflowed); {kept}; try a smaller learning rate"
+    )
+
+
 def train(
     network,
     x_train,
@@ -183,9 +249,10 @@ def train(
     batch_size=100,
     learning_rate=0.1,
     gradient="numerical",
+    numgrad_method="series",
     seed=0,
     backend=None,
-    h=1e-4,
+    h=DEFAULT_H,
     history=None,
     on_iteration=None,
     on_epoch=None,
@@ -217,6 +284,10 @@ def train(
     learning_rate : float, optional
     gradient : {"numerical", "backprop"}, optional
         ``network.numerical_gradient`` (the chapter) or ``network.gradient``.
+    numgrad_method : {"series", "perturbed"}, optional
+        The method of the numerical gradient (see
+        :meth:`TwoLayerNet.numerical_gradient`); both give the same
+        central differences to a few ulps, ``"series"`` is the faster.
     seed : int or numpy.random.SeedSequence, optional
         Seed of the mini-batch generator ``np.random.default_rng(seed)``.
         Ignored when resuming (the generator state comes from ``history``).
@@ -245,83 +316,57 @@ def train(
     History
         ``iterations_done < iters_num`` means ``should_stop`` ended it early.
 
+    Raises
+    ------
+    FloatingPointError
+        If an update or the loss stops being finite (the learning rate is
+        too large for the data): the parameters keep their last finite values.
+
     Notes
     -----
     Results do not depend on :func:`scratchnet.set_num_threads`: the kernels
     are bitwise identical for any thread count.
     """
-    x_train, labels_train = _check_data(network, x_train, t_train, "x_train", "t_train")
-    x_test, labels_test = _check_data(network, x_test, t_test, "x_test", "t_test")
-    train_size = len(labels_train)
-    _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_size)
+    kernels = backends.resolve(backend)  # an unknown or unbuilt backend fails here, not mid-run
+    train_data = DataSet.from_arrays(network, x_train, t_train, kernels, "x_train", "t_train")
+    test_data = DataSet.from_arrays(network, x_test, t_test, kernels, "x_test", "t_test")
+    _check_settings(iters_num, batch_size, learning_rate, gradient, seed, len(train_data), numgrad_method)
     for name, f in (("on_iteration", on_iteration), ("on_epoch", on_epoch), ("should_stop", should_stop)):
         if f is not None and not callable(f):
             raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")
-
-    if history is None:
-        history = History()
-        rng = np.random.default_rng(seed)
-    else:
-        if not isinstance(history, History):
-            raise TypeError(f"history: expected a History, got {type(history).__name__}")
-        if history.iterations_done > iters_num:
-            raise ValueError(
-                f"iters_num: {iters_num} is fewer than the {history.iterations_done} iterations already in history"
-            )
-        history = copy.deepcopy(history)
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = history.rng_state
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"history: rng_state is not a PCG64 generator state ({exc})") from None
-
-    backends.resolve(backend)  # an unknown or unbuilt backend fails here, not mid-run
-    network._check_params(for_numerical=gradient == "numerical")
     if gradient == "numerical":
-        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not np.isfinite(h) or h <= 0:
-            raise ValueError(f"h: expected a positive finite step, got {h!r}")
-
-        def grad_fn(x, t):
-            return network._numerical_gradient(x, t, float(h), backend)
-
-    else:
-
-        def grad_fn(x, t):
-            return network._gradient(x, t, backend)
-
-    # Data and parameters are checked once, above; each iteration calls the
-    # network's unchecked methods. A non-finite loss means the parameters
-    # diverged, and stops the run with a clear error.
-    params = network.params
+        h = check_step(h)
+    history, rng = _start(history, seed, iters_num)
+    network.check_params(for_numerical=gradient == "numerical")
+    grad_fn = _gradient_function(network, gradient, h, numgrad_method, backend)
     for i in range(history.iterations_done, iters_num):
-        batch_mask = rng.choice(train_size, batch_size)
-        x_batch = _kernel_input(x_train[batch_mask])
-        t_batch = labels_train[batch_mask]
-
-        grads = grad_fn(x_batch, t_batch)
-        for key in PARAM_NAMES:
-            params[key] -= learning_rate * grads[key]
-
-        loss = float(network._loss(x_batch, t_batch, backend))
-        if not np.isfinite(loss):
-            raise FloatingPointError(
-                f"learning_rate: training diverged at iteration {i} (loss {loss}); try a smaller learning rate"
-            )
+        loss = _iteration(network, train_data, kernels, rng, batch_size, learning_rate, grad_fn, backend, i)
         history.iterations.append(i)
         history.train_loss.append(loss)
-
-        if is_epoch_iteration(i, batch_size, train_size):
-            train_acc = _accuracy(network, x_train, labels_train, backend)
-            test_acc = _accuracy(network, x_test, labels_test, backend)
+        if is_epoch_iteration(i, batch_size, len(train_data)):
+            train_acc = accuracy(network, train_data, backend=backend)
+            test_acc = accuracy(network, test_data, backend=backend)
             history.epochs.append((i, train_acc, test_acc))
             if on_epoch is not None:
                 on_epoch(i, train_acc, test_acc)
-
         history.iterations_done = i + 1
         if on_iteration is not None:
             on_iteration(i, loss)
         if should_stop is not None and should_stop():
             break
-
     history.rng_state = rng.bit_generator.state
     return history
+
+
+def _iteration(network, data, kernels, rng, batch_size, learning_rate, grad_fn, backend, i):
+    """One SGD step on a fresh mini-batch; returns the batch's loss after the update."""
+    rows = rng.choice(len(data), batch_size)
+    batch = kernels.batch_take(data.rows, rows)
+    labels = data.labels[rows]
+    _step(network, grad_fn(batch, labels), learning_rate, i)
+    loss = network.loss_batch(batch, labels, backend=backend)
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"learning_rate: training diverged at iteration {i} (loss {loss}); try a smaller learning rate"
+        )
+    return loss

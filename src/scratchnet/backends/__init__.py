@@ -1,41 +1,47 @@
-"""Backend registry: one module per backend, the same kernel names in each.
+"""Backend registry: one package (or module) per backend, the same kernels in each.
 
-A backend module provides, for C-contiguous float64 arrays (no validation;
-that is done by the public functions):
+=========  ======================  ==================================================
+backend    where                   what
+=========  ======================  ==================================================
+``numpy``  ``backends/numpy/``     the readable reference and oracle, vectorised NumPy
+``numba``  ``backends/numba/``     ``@njit(parallel=True)`` kernels (the default)
+``c``      ``backends/c.py``       the compiled twins, ``kernels/*.c`` (``_ckernels``)
+=========  ======================  ==================================================
 
-- ``sigmoid(x, out)``: x, out (M,)
-- ``softmax(x, out)``: x, out (N, K), row-wise
-- ``cross_entropy_error(y, t) -> float``: y (N, K), t (N,) intp labels in range
-- ``affine(x, W, b, out)``: out = x @ W + b; x (N, D), W (D, M), b (M,),
-  out (N, M). The compiled backends sum only x's non-zero entries (a zero
-  adds exactly nothing), each output over i ascending and then + b, so
-  they equal that term-by-term loop bit for bit; ``numpy`` uses BLAS
-  (another order: equal up to rounding). Dense x is correct too, just
-  slower than BLAS.
-- ``affine_weight_grad(x, dout, out)``: out = x.T @ dout; x (N, D),
-  dout (N, M), out (D, M); the same, summing over the samples ascending.
-- ``network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2)``:
-  the central-difference gradient of :meth:`scratchnet.TwoLayerNet.loss`
-  from the unperturbed forward pass; x (N, D), t (N,) intp, a1 (N, H)
-  hidden pre-activations, W2 (H, K), a2 (N, K) logits; outputs
-  preallocated with the parameters' shapes.
-
-The three kernels that take the network's input x also take it as float32
-(MNIST's pixels, as :func:`scratchnet.load_mnist` gives them): every use
-promotes it to float64 exactly, so results equal those for
-``x.astype(np.float64)``, without that copy of every batch.
+Each provides every kernel of :data:`KERNELS`, under the same name and
+signature: outputs first, then inputs, arrays C-contiguous float64 (float32
+too for a dense ``x``), already validated by the caller. The network
+kernels take the named structures of :mod:`.structs`. Each Numba kernel
+module has a C twin of the same name in ``kernels/``, and both agree with
+each other bit for bit and with NumPy up to rounding. docs/kernels.rst maps
+every kernel to its public function, its three implementations and its
+naive twin in ``tests/naive.py``.
 
 Modules are imported on first use, so ``import scratchnet`` stays fast and
 does not load Numba or the compiled extension.
 """
 
 import importlib
-import numbers
 import threading
 
 from .._config import BACKEND_NAMES, DEFAULT_BACKEND
 
-_MODULES = {"numpy": "numpy_ref", "numba": "numba_kernels", "c": "c"}
+# Every backend provides these, same names, same signatures.
+KERNELS = (
+    "sigmoid",  # (out, x): out = 1 / (1 + exp(-x)); (M,)
+    "softmax",  # (out, x): row-wise; (N, K)
+    "cross_entropy_error",  # (y, t) -> float: -mean(log(y[n, t_n] + DELTA))
+    "sparse_rows",  # (x) -> SparseRows: the non-zeros of a dense x (N, D), float32 or float64
+    "batch_take",  # (data, rows) -> Batch: rows of a SparseRows, as rows and columns
+    "batch_from_dense",  # (x) -> Batch
+    "forward",  # (out: Forward, batch, params): the network's forward pass
+    "count_correct",  # (data, labels, params) -> int: rows whose largest logit is the label
+    "backprop",  # (grads, batch, labels, params, fwd): the exact gradient
+    "numgrad_series",  # (grads, batch, labels, params, fwd, h) -> (units, logits): by series
+    "numgrad_perturbed",  # (grads, batch, labels, params, fwd, h, units=None, logits=None)
+)
+
+_MODULES = {"numpy": "numpy", "numba": "numba", "c": "c"}
 _state = {"backend": DEFAULT_BACKEND}
 _loaded = {}
 _lock = threading.Lock()
@@ -52,8 +58,18 @@ def load(name):
     if module is None:
         _check_name(name)
         with _lock:
-            module = _loaded[name] = importlib.import_module(f".{_MODULES[name]}", __name__)
+            module = importlib.import_module(f".{_MODULES[name]}", __name__)
+            if name == "c":  # the pool's count follows the process's (scratchnet._threads)
+                from .._threads import get_num_threads
+
+                module.set_num_threads(get_num_threads())
+            _loaded[name] = module
     return module
+
+
+def loaded(name):
+    """The module of backend ``name`` if it has been imported, else None."""
+    return _loaded.get(name)
 
 
 def resolve(backend=None):
@@ -94,38 +110,3 @@ def set_backend(name):
 def get_backend():
     """The name of the current global backend (``"numba"`` by default)."""
     return _state["backend"]
-
-
-def set_num_threads(n):
-    """Set the number of threads of the Numba and C kernels.
-
-    Results do not depend on it: every parallel kernel writes disjoint
-    outputs and sums in a fixed order.
-
-    Parameters
-    ----------
-    n : int
-        1 <= n <= the number of threads Numba was started with
-        (``NUMBA_NUM_THREADS``, by default the number of cores).
-    """
-    import numba
-
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n: number of threads must be an int, got {type(n).__name__}")
-    n = int(n)  # np.int64 too
-    limit = numba.config.NUMBA_NUM_THREADS
-    if not 1 <= n <= limit:
-        raise ValueError(f"n: number of threads must be between 1 and {limit}, got {n}")
-    numba.set_num_threads(n)
-    try:
-        c = load("c")
-    except ImportError:
-        return
-    c.set_num_threads(n)
-
-
-def get_num_threads():
-    """The number of threads the Numba and C kernels use."""
-    import numba
-
-    return numba.get_num_threads()

@@ -1,12 +1,10 @@
-"""C backend: thin wrapper around the compiled extension ``scratchnet._ckernels``.
+"""The C backend: the compiled twins of the Numba kernels (kernels/*.c, scratchnet._ckernels).
 
-The same kernel names and signatures as :mod:`.numpy_ref`. The kernels are
-the C twins of :mod:`.numba_kernels` and :mod:`.numba_network` (kernels/*.c):
-same formulas in the same order, bit for bit, and 1 and N threads give
-identical results. The checks here are cheap (dtype, contiguity, shapes;
-no pass over the data): they turn a wrong call into a clear error instead
-of reading the wrong memory, and the extension repeats them on the buffers
-it receives, with the label range.
+Each function here has the signature of the kernel of the same name in
+every backend (outputs first) and calls the C function of that name in
+kernels/<module>.c, after allocating the C kernel's workspace. The
+extension checks every array's dtype and shape against the others and the
+labels' range; this module adds nothing but the allocations.
 
 Importing this module raises ImportError when the extension was not built;
 the registry then lists the backend as unavailable.
@@ -15,114 +13,122 @@ the registry then lists the backend as unavailable.
 import numpy as np
 
 from .. import _ckernels
+from .structs import Batch, BackpropWork, PerturbedWork, SeriesWork, SparseRows
 
-OPENMP = bool(_ckernels.openmp)  # False: the extension was built without OpenMP (serial)
-
-
-def _check(a, name, ndim, dtype=np.float64, writable=False):
-    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim:
-        got = f"{a.dtype} array of {a.ndim} dimensions" if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{name}: expected a {ndim}-d {np.dtype(dtype)} array, got {got}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous array")
-    if writable and not a.flags.writeable:
-        raise ValueError(f"{name}: output array is read-only")
+SERIES_CHUNKS = 64  # work chunks of the series products (kernels/numgrad_series.c)
+LANES = 8  # padding of the perturbed-loss tables (SN_LANES)
 
 
-def _float64_x(x):
-    """The C kernels read float64; float32 inputs (MNIST pixels) convert exactly."""
-    return x.astype(np.float64) if isinstance(x, np.ndarray) and x.dtype == np.float32 else x
+def sigmoid(out, x):
+    """out = 1 / (1 + exp(-x)), exp only of -|x|. out, x (M,)"""
+    _ckernels.sigmoid(out, x)
 
 
-def _check_same_shape(x, out):
-    if out.shape != x.shape:
-        raise ValueError(f"out: shape {out.shape} does not match x's shape {x.shape}")
-
-
-def sigmoid(x, out):
-    """out = 1 / (1 + exp(-x)), exp only of -|x|. x, out (M,)"""
-    _check(x, "x", 1)
-    _check(out, "out", 1, writable=True)
-    _check_same_shape(x, out)
-    _ckernels.sigmoid(out, x, x.shape[0])
-
-
-def softmax(x, out):
-    """Row-wise stable softmax. x, out (N, K), K >= 1"""
-    _check(x, "x", 2)
-    _check(out, "out", 2, writable=True)
-    _check_same_shape(x, out)
-    n, k = x.shape
-    _ckernels.softmax(out, x, n, k)
+def softmax(out, x):
+    """Row-wise stable softmax. out, x (N, K), K >= 1"""
+    _ckernels.softmax(out, x)
 
 
 def cross_entropy_error(y, t):
     """-mean(log(y[n, t[n]] + 1e-7)), summed in fixed blocks. y (N, K), t (N,) intp labels"""
-    _check(y, "y", 2)
-    _check(t, "t", 1, dtype=np.intp)
-    n, k = y.shape
-    if t.shape != (n,):
-        raise ValueError(f"t: expected {n} labels for y of shape {y.shape}, got shape {t.shape}")
-    return _ckernels.cross_entropy_error(y, t, n, k)
+    return _ckernels.cross_entropy_error(y, t)
 
 
-def affine(x, W, b, out):
-    """out = x @ W + b over the non-zero entries of x (kernels/affine.c). x (N, D), W (D, M), b (M,), out (N, M)"""
-    x = _float64_x(x)
-    _check(x, "x", 2)
-    _check(W, "W", 2)
-    _check(b, "b", 1)
-    _check(out, "out", 2, writable=True)
+def sparse_rows(x):
+    """SparseRows of a dense x (N, D), float32 or float64 (promoted exactly)."""
     n, d = x.shape
-    m = W.shape[1]
-    for name, a, shape in (("W", W, (d, m)), ("b", b, (m,)), ("out", out, (n, m))):
-        if a.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape} for x {x.shape} and W {W.shape}, got {a.shape}")
-    _ckernels.affine(out, x, W, b, n, d, m)
+    counts = np.empty(n, dtype=np.int64)
+    _ckernels.row_counts(counts, x)
+    row_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=row_ptr[1:])
+    cols = np.empty(row_ptr[n], dtype=np.int32)
+    vals = np.empty(row_ptr[n])
+    _ckernels.fill_rows(cols, vals, row_ptr, x)
+    return SparseRows(n, d, row_ptr, cols, vals)
 
 
-def affine_weight_grad(x, dout, out):
-    """out = x.T @ dout over the non-zero entries of x (kernels/affine.c). x (N, D), dout (N, M), out (D, M)"""
-    x = _float64_x(x)
-    _check(x, "x", 2)
-    _check(dout, "dout", 2)
-    _check(out, "out", 2, writable=True)
-    n, d = x.shape
-    m = dout.shape[1]
-    for name, a, shape in (("dout", dout, (n, m)), ("out", out, (d, m))):
-        if a.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape} for x {x.shape} and dout {dout.shape}, got {a.shape}")
-    _ckernels.affine_weight_grad(out, x, dout, n, d, m)
+def _empty_batch(n, d, nnz):
+    return Batch(n, d, 0.0, np.empty(n + 1, dtype=np.int64), np.empty(nnz, dtype=np.int32), np.empty(nnz),
+                 np.empty(d + 1, dtype=np.int64), np.empty(nnz, dtype=np.int32), np.empty(nnz))
 
 
-def network_numerical_gradient(x, t, a1, W2, a2, h, dW1, db1, dW2, db2):
-    """Central differences of the chapter's loss for every parameter of TwoLayerNet (kernels/numgrad.c).
+def batch_take(data, rows):
+    """The Batch of rows ``rows`` (B,) intp of ``data`` (SparseRows), in that order."""
+    nnz = int(np.sum(data.row_ptr[rows + 1] - data.row_ptr[rows]))
+    out = _empty_batch(len(rows), data.d, nnz)
+    xmax = _ckernels.batch_take(out, data, np.ascontiguousarray(rows, dtype=np.int64))
+    return out._replace(xmax=xmax)
 
-    x (N, D), t (N,) intp, a1 (N, H) = x W1 + b1, W2 (H, K), a2 (N, K) logits,
-    h > 0; fills dW1 (D, H), db1 (H,), dW2 (H, K), db2 (K,).
+
+def batch_from_dense(x):
+    """The Batch of a dense x (N, D)."""
+    s = sparse_rows(x)
+    nnz = s.row_ptr[s.n]
+    out = Batch(s.n, s.d, 0.0, s.row_ptr, s.cols, s.vals, np.empty(s.d + 1, dtype=np.int64),
+                np.empty(nnz, dtype=np.int32), np.empty(nnz))
+    return out._replace(xmax=_ckernels.columns(out))
+
+
+def forward(out, batch, params):
+    """out (Forward) = the forward pass of batch (Batch) through params (Params)."""
+    _ckernels.forward(out, batch, params)
+
+
+def count_correct(data, labels, params):
+    """How many rows of ``data`` (SparseRows) have their largest logit at ``labels`` (N,)."""
+    return _ckernels.count_correct(data, labels, params)
+
+
+def backprop(grads, batch, labels, params, fwd):
+    """grads (Grads) = the exact derivative of the chapter's loss at fwd (Forward)."""
+    n, h = fwd.z.shape
+    work = BackpropWork(np.empty((n, fwd.y.shape[1])), np.empty((n, h)))
+    _ckernels.backprop(grads, work, batch, labels, params, fwd)
+
+
+def numgrad_series(grads, batch, labels, params, fwd, h):
+    """grads (Grads) = the loop's central differences, by series (see the NumPy reference).
+
+    Returns (units, logits): boolean masks of the hidden units and logits the
+    remainder bound sent to the perturbed-loss method.
     """
-    x = _float64_x(x)
-    _check(x, "x", 2)
-    _check(t, "t", 1, dtype=np.intp)
-    for name, a, ndim in (("a1", a1, 2), ("W2", W2, 2), ("a2", a2, 2)):
-        _check(a, name, ndim)
-    for name, a, ndim in (("dW1", dW1, 2), ("db1", db1, 1), ("dW2", dW2, 2), ("db2", db2, 1)):
-        _check(a, name, ndim, writable=True)
-    n, d = x.shape
-    hdim, k = W2.shape
-    expected = {"t": (n,), "a1": (n, hdim), "a2": (n, k), "dW1": (d, hdim), "db1": (hdim,), "dW2": (hdim, k),
-                "db2": (k,)}
-    for name, a in (("t", t), ("a1", a1), ("a2", a2), ("dW1", dW1), ("db1", db1), ("dW2", dW2), ("db2", db2)):
-        if a.shape != expected[name]:
-            raise ValueError(f"{name}: expected shape {expected[name]} for x {x.shape} and W2 {W2.shape}, got {a.shape}")
-    _ckernels.network_numerical_gradient(dW1, db1, dW2, db2, x, t, a1, W2, a2, float(h), n, d, hdim, k)
+    n, hdim = fwd.z.shape
+    k = fwd.y.shape[1]
+    work = SeriesWork(
+        np.empty((5, n, hdim)), np.empty((5, n, k)), np.empty((k, hdim)), np.empty((SERIES_CHUNKS, 2, hdim)),
+        np.empty((2, hdim, k)), np.empty((2, hdim)), np.empty((2, k)), np.empty(hdim, dtype=np.uint8),
+        np.empty(k, dtype=np.uint8),
+    )
+    _ckernels.numgrad_series(grads, work, batch, labels, params, fwd, float(h))
+    units, logits = work.units.view(np.bool_), work.logits.view(np.bool_)
+    if units.any() or logits.any():
+        numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
+    return units, logits
+
+
+def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=None):
+    """grads (Grads) = the loop's central differences, each perturbed loss evaluated exactly.
+
+    Only the hidden units in ``units`` (bool (H,)) and logits in ``logits``
+    (bool (K,)) are written; None means all.
+    """
+    n, d = batch.n, batch.d
+    hdim, k = params.W2.shape
+    units = np.ones(hdim, dtype=np.bool_) if units is None else units
+    logits = np.ones(k, dtype=np.bool_) if logits is None else logits
+    dpad = -(-d // LANES) * LANES
+    nnz = len(batch.cols)
+    work = PerturbedWork(np.empty(nnz, dtype=np.int64), np.empty((n, d)), np.empty((n, dpad)), np.empty((n, dpad)),
+                         np.empty(n, dtype=np.int64), np.empty(n))
+    _ckernels.numgrad_perturbed(grads, work, batch, labels, params, fwd, float(h),
+                                np.ascontiguousarray(units, dtype=np.uint8), np.ascontiguousarray(logits, dtype=np.uint8))
 
 
 def set_num_threads(n):
-    """Threads of the C kernels, n >= 1 (without OpenMP the kernels stay serial)."""
+    """Threads of the C kernels, 1 <= n <= 256."""
     _ckernels.set_num_threads(n)
 
 
 def get_num_threads():
-    """Threads the C kernels use (1 without OpenMP)."""
+    """Threads the C kernels use."""
     return _ckernels.get_num_threads()

@@ -40,6 +40,9 @@ def numerical_gradient_jitted(f, x, h):
         from ..gradient import _numerical_gradient_python
 
         return _numerical_gradient_python(f, x.copy(), h)
+    from .._threads import sync_numba
+
+    sync_numba()  # the process's thread count, in this Python thread
     xc = np.ascontiguousarray(x)
     grad = np.empty(xc.shape)
     if xc.size:

@@ -244,7 +244,7 @@ def run(args):
     """Run ``scratchnet train``; returns the exit status."""
     from .. import backends, get_num_threads, set_num_threads
     from ..network import TwoLayerNet
-    from ..training import _accuracy, train
+    from ..training import train
 
     settings, run = _settings(args)
     out = Path(args.out) if args.out is not None else (Path(args.resume) if args.resume is not None else None)
@@ -324,8 +324,8 @@ def run(args):
     final = None
     if not interrupted:
         final = {
-            "train_acc": _accuracy(net, x_train, np.asarray(t_train, dtype=np.intp), settings["backend"]),
-            "test_acc": _accuracy(net, x_test, np.asarray(t_test, dtype=np.intp), settings["backend"]),
+            "train_acc": net.accuracy(x_train, t_train, backend=settings["backend"]),
+            "test_acc": net.accuracy(x_test, t_test, backend=settings["backend"]),
         }
     config = {
         "command": "train",

@@ -1,0 +1,380 @@
+/* The numerical gradient of TwoLayerNet by perturbed losses: twin of
+ * backends/numba/numgrad_perturbed.py (method, bounds and step rule
+ * documented there). Same helpers and operations in the same order, so the
+ * two agree bit for bit (no -ffast-math, no FMA contraction).
+ *
+ * Speed, with the same results: the hot loops (series_diffs over a sample's
+ * distinct pixel values, logit_pair_diffs over the logits) are branch-free
+ * element-wise passes compiled once per instruction set (clones.h); a
+ * sample's distinct pixel values are found with a hash table instead of the
+ * twin's sort: only their numbering differs, which no result depends on. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clones.h"
+#include "scratchnet.h"
+
+#define SERIES_MAX 1e-3     /* below this |argument| the short series are exact (bounds in the twin) */
+#define FAST_MAX 2e-4       /* bound on step / 4 * max |W2[j, :]| for hidden_pair_diff_series */
+#define NOMINAL_TOL 0x1p-40 /* a weight's steps within h * NOMINAL_TOL of h count as h */
+#define SAMPLE_CHUNK 4      /* samples per parallel item of distinct_values */
+
+static inline double expm1_series(double u)
+{
+    return u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0 + u * (1.0 / 120.0)))));
+}
+
+static inline double log1p_series(double rho)
+{
+    return rho * (1.0 - rho * (0.5 - rho * (1.0 / 3.0 - rho * (0.25 - rho * (0.2 - rho * (1.0 / 6.0))))));
+}
+
+static double expm1_small(double u)
+{
+    return fabs(u) < SERIES_MAX ? expm1_series(u) : expm1(u);
+}
+
+static double log_ratio(double r)
+{
+    double rho = r - 1.0;
+    return fabs(rho) < SERIES_MAX ? log1p_series(rho) : log(r);
+}
+
+static double sigmoid_step(double z, double zq, double d)
+{
+    if (d > 0.0)
+        return z * zq * -expm1_small(-d) / (z + zq * exp(-d));
+    return z * zq * expm1_small(d) / (zq + z * exp(d));
+}
+
+static inline double pair_ratio(double num_p, double sum_p, double num_m, double sum_m)
+{
+    return (num_m + SN_DELTA * sum_m) * sum_p / ((num_p + SN_DELTA * sum_p) * sum_m);
+}
+
+static inline double logit_pair_ratio(double m_p, double m_m, double e_k, int is_true, double e_t, double s)
+{
+    double num_p = is_true ? e_t + e_t * m_p : e_t;
+    double num_m = is_true ? e_t + e_t * m_m : e_t;
+    return pair_ratio(num_p, s + e_k * m_p, num_m, s + e_k * m_m);
+}
+
+static double shifted_sum(double dz, double s, const double q[4], double wmax, const double *e_row,
+                          const double *w_row, int64_t k)
+{
+    if (fabs(dz) * wmax <= SERIES_MAX)
+        return s + dz * (q[0] + dz * (q[1] + dz * (q[2] + dz * q[3])));
+    double d = 0.0;
+    for (int64_t c = 0; c < k; c++)
+        d += e_row[c] * expm1_small(dz * w_row[c]);
+    return s + d;
+}
+
+/* Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps. */
+static double hidden_pair_diff(double d_p, double d_m, double z, double zq, double e_t, double w_t, double s,
+                               const double q[4], double wmax, const double *e_row, const double *w_row, int64_t k)
+{
+    double dz_p = sigmoid_step(z, zq, d_p);
+    double dz_m = sigmoid_step(z, zq, -d_m);
+    double num_p = e_t + e_t * expm1_small(dz_p * w_t);
+    double num_m = e_t + e_t * expm1_small(dz_m * w_t);
+    double sum_p = shifted_sum(dz_p, s, q, wmax, e_row, w_row, k);
+    double sum_m = shifted_sum(dz_m, s, q, wmax, e_row, w_row, k);
+    return log_ratio(pair_ratio(num_p, sum_p, num_m, sum_m));
+}
+
+/* hidden_pair_diff by series only (the caller checks SERIES_MAX and FAST_MAX); m_p, m_m = expm1(d_p), expm1(-d_m). */
+static inline double hidden_pair_diff_series(double m_p, double m_m, double z, double zq, double e_t, double w_t,
+                                             double s, double q1, double q2, double q3, double q4)
+{
+    double den_p = 1.0 + z * m_p;
+    double den_m = 1.0 + z * m_m;
+    double sqi = z * zq / (den_p * den_m);
+    double dz_p = sqi * m_p * den_m;
+    double dz_m = sqi * m_m * den_p;
+    double num_p = e_t + e_t * expm1_series(dz_p * w_t);
+    double num_m = e_t + e_t * expm1_series(dz_m * w_t);
+    double sum_p = s + dz_p * (q1 + dz_p * (q2 + dz_p * (q3 + dz_p * q4)));
+    double sum_m = s + dz_m * (q1 + dz_m * (q2 + dz_m * (q3 + dz_m * q4)));
+    double r = (num_m + SN_DELTA * sum_m) * sum_p / ((num_p + SN_DELTA * sum_p) * sum_m);
+    return log1p_series(r - 1.0);
+}
+
+/* diff[v] = hidden_pair_diff_series(m_plus[v], m_minus[v], ...) for v < nd rounded up to SN_LANES (the
+ * tables are padded with m = 0, whose value is 0): whole blocks that fill an AVX-512 register. */
+SN_CLONES static void series_diffs(double *restrict diff, const double *restrict m_plus,
+                                   const double *restrict m_minus, int64_t nd, double z, double zq, double e_t,
+                                   double w_t, double s, const double q[4])
+{
+    double q1 = q[0], q2 = q[1], q3 = q[2], q4 = q[3];
+    for (int64_t v0 = 0; v0 < nd; v0 += SN_LANES) {
+#pragma omp simd
+        for (int64_t v = v0; v < v0 + SN_LANES; v++)
+            diff[v] = hidden_pair_diff_series(m_plus[v], m_minus[v], z, zq, e_t, w_t, s, q1, q2, q3, q4);
+    }
+}
+
+/* acc[c] += log_ratio(logit_pair_ratio(m_p[c], m_m[c], e_row[c], c == t, e_t, s)) for c < k, in passes that
+ * vectorise: the ratios and their log1p series, then the library log where log_ratio takes it.
+ * Entries with !use[c] are computed and not added. acc, m_p, m_m, e_row, ratio, ld (k,) */
+SN_CLONES static void logit_pair_diffs(double *restrict acc, double *restrict ratio, double *restrict ld,
+                                       const double *restrict m_p, const double *restrict m_m,
+                                       const double *restrict e_row, const uint8_t *restrict use, int64_t k,
+                                       int64_t t, double e_t, double s)
+{
+#pragma omp simd
+    for (int64_t c = 0; c < k; c++) {
+        ratio[c] = logit_pair_ratio(m_p[c], m_m[c], e_row[c], c == t, e_t, s);
+        ld[c] = log1p_series(ratio[c] - 1.0);
+    }
+    for (int64_t c = 0; c < k; c++)
+        if (!(fabs(ratio[c] - 1.0) < SERIES_MAX))
+            ld[c] = log(ratio[c]);
+    for (int64_t c = 0; c < k; c++)
+        if (use[c])
+            acc[c] += ld[c];
+}
+
+static int nominal(double p, double h)
+{
+    double hp = (p + h) - p, hm = p - (p - h);
+    return fabs(hp - h) <= h * NOMINAL_TOL && fabs(hm - h) <= h * NOMINAL_TOL;
+}
+
+/* -- per sample: the distinct pixel values ------------------------------------- */
+
+/* Open addressing from a value's bits to its index among the sample's distinct values; an entry
+ * belongs to the current sample if its stamp is r + 1. Equal non-zero doubles have equal bits. */
+struct seen {
+    uint64_t bits;
+    int64_t stamp;
+    int64_t index;
+};
+
+static int64_t table_size(int64_t d)
+{
+    int64_t size = 2;
+    while (size < 2 * d)
+        size *= 2;
+    return size;
+}
+
+struct perturbed_ctx {
+    const sn_grads *g;
+    const sn_perturbed_work *w;
+    const sn_batch *b;
+    const int64_t *labels;
+    const sn_params *p;
+    const sn_forward_pass *f;
+    double h;
+    const uint8_t *units, *logits;
+    int64_t dpad, size;
+    struct seen *tables; /* (slots, size), stamps 0 */
+    double *scratch;     /* (slots, scratch_len) */
+    int64_t scratch_len;
+    _Atomic int bad;
+};
+
+/* Sample r's distinct non-zero values: slot (at its CSR offsets), value (n, d), m_plus/m_minus (n, dpad). */
+static int distinct_values_row(const struct perturbed_ctx *c, struct seen *table, int64_t r)
+{
+    const sn_batch *b = c->b;
+    const sn_perturbed_work *w = c->w;
+    int64_t lo = b->row_ptr[r], hi = b->row_ptr[r + 1], nd = 0, size = c->size;
+    double xm = 0.0;
+    w->ndist[r] = 0;
+    w->xmax[r] = 0.0;
+    if (lo < 0 || hi < lo || hi > b->nnz || hi - lo > b->d)
+        return 1;
+    for (int64_t q = lo; q < hi; q++) {
+        double v = b->vals[q];
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        uint64_t s = (bits * 0x9E3779B97F4A7C15u) >> 32 & (uint64_t)(size - 1); /* Fibonacci hashing */
+        while (table[s].stamp == r + 1 && table[s].bits != bits)
+            s = (s + 1) & (uint64_t)(size - 1);
+        if (table[s].stamp != r + 1) {
+            table[s] = (struct seen){bits, r + 1, nd};
+            w->value[r * b->d + nd] = v;
+            w->m_plus[r * c->dpad + nd] = expm1_small(c->h * v);
+            w->m_minus[r * c->dpad + nd] = expm1_small(-c->h * v);
+            nd++;
+        }
+        w->slot[q] = table[s].index;
+        xm = fabs(v) > xm ? fabs(v) : xm;
+    }
+    for (int64_t v = nd; v % SN_LANES; v++)
+        w->m_plus[r * c->dpad + v] = w->m_minus[r * c->dpad + v] = 0.0;
+    w->ndist[r] = nd;
+    w->xmax[r] = xm;
+    return 0;
+}
+
+static void distinct_values_item(void *arg, int64_t item, int slot)
+{
+    struct perturbed_ctx *c = arg;
+    int64_t end = (item + 1) * SAMPLE_CHUNK < c->b->n ? (item + 1) * SAMPLE_CHUNK : c->b->n;
+    for (int64_t r = item * SAMPLE_CHUNK; r < end; r++)
+        if (distinct_values_row(c, c->tables + slot * c->size, r))
+            atomic_store(&c->bad, 1);
+}
+
+/* -- per hidden unit ----------------------------------------------------------- */
+
+static void moments(double q[4], const double *e_row, const double *w_row, int64_t k)
+{
+    double q1 = 0.0, q2 = 0.0, q3 = 0.0, q4 = 0.0;
+    for (int64_t c = 0; c < k; c++) {
+        double ew = e_row[c] * w_row[c];
+        q1 += ew;
+        ew *= w_row[c];
+        q2 += ew;
+        ew *= w_row[c];
+        q3 += ew;
+        q4 += ew * w_row[c];
+    }
+    q[0] = q1, q[1] = q2 * 0.5, q[2] = q3 * (1.0 / 6.0), q[3] = q4 * (1.0 / 24.0);
+}
+
+/* Column j of dW1 and db1[j]. col (d,), diff (dpad,) scratch. */
+static int unit_gradients(const struct perturbed_ctx *c, double *col, double *diff, int64_t j)
+{
+    const sn_batch *b = c->b;
+    const sn_perturbed_work *w = c->w;
+    int64_t n = b->n, d = b->d, hdim = c->p->h, k = c->p->k;
+    double h = c->h;
+    const double *w_row = c->p->W2 + j * k;
+    double wmax = 0.0;
+    for (int64_t cc = 0; cc < k; cc++)
+        wmax = fabs(w_row[cc]) > wmax ? fabs(w_row[cc]) : wmax;
+    double pb = c->p->b1[j];
+    double hp_b = (pb + h) - pb, hm_b = pb - (pb - h);
+    double mb_p = expm1_small(hp_b), mb_m = expm1_small(-hm_b);
+    double big_b = hp_b > hm_b ? hp_b : hm_b;
+    memset(col, 0, (size_t)d * sizeof *col);
+    double acc_b1 = 0.0;
+    for (int64_t r = 0; r < n; r++) {
+        const double *e_row = c->f->e + r * k;
+        int64_t t = c->labels[r];
+        double e_t = e_row[t], w_t = w_row[t], s = c->f->s[r], q[4];
+        moments(q, e_row, w_row, k);
+        double z = c->f->z[r * hdim + j], zq = c->f->zq[r * hdim + j];
+        if (big_b < SERIES_MAX && big_b * 0.25 * wmax <= FAST_MAX)
+            acc_b1 += hidden_pair_diff_series(mb_p, mb_m, z, zq, e_t, w_t, s, q[0], q[1], q[2], q[3]);
+        else
+            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+        int64_t lo = b->row_ptr[r], hi = b->row_ptr[r + 1], nd = w->ndist[r];
+        double hx = h * w->xmax[r]; /* the sample's largest nominal step */
+        if (hx < SERIES_MAX && hx * 0.25 * wmax <= FAST_MAX)
+            series_diffs(diff, w->m_plus + r * c->dpad, w->m_minus + r * c->dpad, nd, z, zq, e_t, w_t, s, q);
+        else
+            for (int64_t v = 0; v < nd; v++) {
+                double hv = h * w->value[r * d + v];
+                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+            }
+        for (int64_t p = lo; p < hi; p++) {
+            int64_t i = b->cols[p];
+            if ((uint64_t)i >= (uint64_t)d)
+                return 1;
+            double pw = c->p->W1[i * hdim + j];
+            if (nominal(pw, h)) {
+                col[i] += diff[w->slot[p]];
+            } else { /* this pixel's own steps */
+                double x = b->vals[p];
+                double d_p = x * ((pw + h) - pw), d_m = x * (pw - (pw - h));
+                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+            }
+        }
+    }
+    for (int64_t i = 0; i < d; i++)
+        c->g->W1[i * hdim + j] = col[i] / (double)n / (2.0 * h);
+    c->g->b1[j] = acc_b1 / (double)n / (2.0 * h);
+    return 0;
+}
+
+/* Row j of dW2 for the selected logits. scratch: acc, ratio, ld, m_p, m_m (k each). */
+static void w2_row_gradients(const struct perturbed_ctx *c, double *acc, int64_t j)
+{
+    int64_t n = c->b->n, hdim = c->p->h, k = c->p->k;
+    double h = c->h, *ratio = acc + k, *ld = ratio + k, *m_p = ld + k, *m_m = m_p + k;
+    const double *W2 = c->p->W2 + j * k;
+    memset(acc, 0, (size_t)k * sizeof *acc);
+    for (int64_t r = 0; r < n; r++) {
+        int64_t t = c->labels[r];
+        double zr = c->f->z[r * hdim + j];
+        double mu_p = expm1_small(h * zr), mu_m = expm1_small(-h * zr); /* the nominal step, shared */
+        for (int64_t cc = 0; cc < k; cc++) {
+            double pw = W2[cc];
+            int own = c->logits[cc] && !nominal(pw, h);
+            m_p[cc] = own ? expm1_small(zr * ((pw + h) - pw)) : mu_p;
+            m_m[cc] = own ? expm1_small(-zr * (pw - (pw - h))) : mu_m;
+        }
+        const double *e_row = c->f->e + r * k;
+        logit_pair_diffs(acc, ratio, ld, m_p, m_m, e_row, c->logits, k, t, e_row[t], c->f->s[r]);
+    }
+    for (int64_t cc = 0; cc < k; cc++)
+        if (c->logits[cc])
+            c->g->W2[j * k + cc] = acc[cc] / (double)n / (2.0 * h);
+}
+
+static void hidden_item(void *arg, int64_t j, int slot)
+{
+    struct perturbed_ctx *c = arg;
+    double *scratch = c->scratch + slot * c->scratch_len;
+    int any_logit = 0;
+    for (int64_t cc = 0; cc < c->p->k; cc++)
+        any_logit |= c->logits[cc];
+    if (c->units[j] && unit_gradients(c, scratch, scratch + c->b->d, j))
+        atomic_store(&c->bad, 1);
+    if (any_logit)
+        w2_row_gradients(c, scratch, j);
+}
+
+/* db2[c] for the selected logits: logit c of every sample moved by +h+ / -h-; serial (n k pairs). */
+static void output_bias_gradients(const struct perturbed_ctx *c)
+{
+    int64_t n = c->b->n, k = c->p->k;
+    double h = c->h;
+    for (int64_t cc = 0; cc < k; cc++) {
+        if (!c->logits[cc])
+            continue;
+        double pb = c->p->b2[cc];
+        double m_p = expm1_small((pb + h) - pb), m_m = expm1_small(-(pb - (pb - h)));
+        double acc = 0.0;
+        for (int64_t r = 0; r < n; r++) {
+            int64_t t = c->labels[r];
+            const double *e_row = c->f->e + r * k;
+            acc += log_ratio(logit_pair_ratio(m_p, m_m, e_row[cc], cc == t, e_row[t], c->f->s[r]));
+        }
+        c->g->b2[cc] = acc / (double)n / (2.0 * h);
+    }
+}
+
+int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn_batch *b, const int64_t *labels,
+                         const sn_params *p, const sn_forward_pass *f, double h, const uint8_t *units,
+                         const uint8_t *logits)
+{
+    int slots = sn_pool_slots();
+    int64_t dpad = (b->d + SN_LANES - 1) / SN_LANES * SN_LANES, size = table_size(b->d);
+    int64_t len = b->d + dpad > 5 * p->k ? b->d + dpad : 5 * p->k;
+    int any_unit = 0;
+    for (int64_t j = 0; j < p->h; j++)
+        any_unit |= units[j];
+    struct seen *tables = any_unit ? calloc((size_t)slots * (size_t)size, sizeof *tables) : NULL;
+    double *scratch = malloc((size_t)slots * (size_t)len * sizeof *scratch);
+    int status = SN_NO_MEMORY;
+    if (scratch && (tables || !any_unit)) {
+        struct perturbed_ctx c = {g, w, b, labels, p, f, h, units, logits, dpad, size, tables, scratch, len, 0};
+        if (any_unit)
+            sn_parallel_for((b->n + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK, slots, distinct_values_item, &c);
+        if (!atomic_load(&c.bad))
+            sn_parallel_for(p->h, slots, hidden_item, &c);
+        output_bias_gradients(&c);
+        status = atomic_load(&c.bad) ? SN_BAD_INDEX : SN_OK;
+    }
+    free(tables);
+    free(scratch);
+    return status;
+}

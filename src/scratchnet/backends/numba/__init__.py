@@ -1,0 +1,58 @@
+"""The Numba backend (the default): ``@njit(parallel=True)`` kernels, arrays
+in, preallocated arrays out, no validation.
+
+Every parallel iteration writes only what it owns (an element, a row, a
+column of a gradient) and sums in a fixed order, so 1 and N threads give
+bitwise identical results. Each kernel module has a C twin of the same name
+in kernels/ that agrees with it bit for bit.
+"""
+
+import functools
+
+from ..._threads import sync_numba
+# Submodules by other names: the kernels below take the names of some of them.
+from . import activations as _activations
+from . import backprop as _backprop
+from . import forward as _forward
+from . import losses as _losses
+from . import numgrad_perturbed as _numgrad_perturbed
+from . import numgrad_series as _numgrad_series
+from . import sparse as _sparse
+
+
+def _with_threads(kernel):
+    """Run ``kernel`` with the process's thread count (Numba's is per Python thread)."""
+
+    @functools.wraps(kernel)
+    def run(*args):
+        sync_numba()
+        return kernel(*args)
+
+    return run
+
+
+sigmoid = _with_threads(_activations.sigmoid)
+softmax = _with_threads(_activations.softmax)
+cross_entropy_error = _with_threads(_losses.cross_entropy_error)
+sparse_rows = _with_threads(_sparse.sparse_rows)
+batch_take = _with_threads(_sparse.batch_take)
+batch_from_dense = _with_threads(_sparse.batch_from_dense)
+forward = _with_threads(_forward.forward)
+count_correct = _with_threads(_forward.count_correct)
+backprop = _with_threads(_backprop.backprop)
+numgrad_series = _with_threads(_numgrad_series.numgrad_series)
+numgrad_perturbed = _with_threads(_numgrad_perturbed.numgrad_perturbed)
+
+__all__ = [
+    "backprop",
+    "batch_from_dense",
+    "batch_take",
+    "count_correct",
+    "cross_entropy_error",
+    "forward",
+    "numgrad_perturbed",
+    "numgrad_series",
+    "sigmoid",
+    "softmax",
+    "sparse_rows",
+]

@@ -1,0 +1,386 @@
+"""The numerical gradient of TwoLayerNet by series in the step: Numba twin of kernels/numgrad_series.c.
+
+The method, its notation and its bound are those of the NumPy reference
+(scratchnet.backends.numpy.numgrad_series, docs/numerical_gradient.rst);
+this is the fast form, written out for SERIES_ORDER = 5:
+
+1. ``coefficients``, parallel over samples: C (5, N, H), sample n's loss as
+   a series in a shift of a1[n, j], and L (5, N, K), in a shift of logit k.
+2. ``products``, parallel over work items (a row of dW1, a row of dW2, the
+   biases): the sums over samples of x^m C[m] (x's non-zeros only) and
+   z^m L[m], weighted by each parameter's step weights w_m.
+3. ``rejected``, serial: the remainder bound per hidden unit and logit.
+
+Every item writes only its own outputs and sums over samples ascending, so
+1 and N threads give bitwise identical results; the C twin performs the
+same operations in the same order and agrees bit for bit.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ..._config import DELTA, jit
+from .numgrad_perturbed import numgrad_perturbed
+
+# The same literals as the NumPy reference and the C twin.
+RADII = np.array((
+    0.01, 0.0115, 0.013225, 0.0152087, 0.0174901, 0.0201136, 0.0231306, 0.0266002, 0.0305902, 0.0351788,
+    0.0404556, 0.0465239, 0.0535025, 0.0615279, 0.0707571, 0.0813706, 0.0935762, 0.107613, 0.123755,
+    0.142318, 0.163665, 0.188215, 0.216447, 0.248915, 0.286252, 0.32919, 0.378568, 0.435353, 0.500656,
+    0.575755, 0.662118, 0.761435, 0.875651, 1.007, 1.15805, 1.33176, 1.53152, 1.76125, 2.02543, 2.32925,
+    2.67864, 3.08043,
+))
+ROUNDING = 2.0**-53
+LOG2 = math.log(2.0)
+HALF_PI = math.pi / 2.0
+ORDER = 5  # this module is written out for SERIES_ORDER = 5
+
+
+# -- coefficients ---------------------------------------------------------------
+@jit()
+def loss_shift_coefficients(p1, p2, p3, p4, p5, alpha):
+    """F1..F5 of -log(1 + alpha (1/Phi(s) - 1)), Phi(s) = 1 + p1 s + ... + p5 s^5."""
+    r1 = -p1
+    r2 = -(p1 * r1 + p2)
+    r3 = -((p1 * r2 + p2 * r1) + p3)
+    r4 = -(((p1 * r3 + p2 * r2) + p3 * r1) + p4)
+    r5 = -((((p1 * r4 + p2 * r3) + p3 * r2) + p4 * r1) + p5)
+    x1, x2, x3, x4, x5 = alpha * r1, alpha * r2, alpha * r3, alpha * r4, alpha * r5
+    l1 = x1
+    l2 = x2 - (l1 * x1) / 2.0
+    l3 = x3 - (l1 * x2 + 2.0 * l2 * x1) / 3.0
+    l4 = x4 - ((l1 * x3 + 2.0 * l2 * x2) + 3.0 * l3 * x1) / 4.0
+    l5 = x5 - (((l1 * x4 + 2.0 * l2 * x3) + 3.0 * l3 * x2) + 4.0 * l4 * x1) / 5.0
+    return -l1, -l2, -l3, -l4, -l5
+
+
+@jit()
+def sigmoid_increment(z, zq):
+    """beta1..beta5 of sigmoid(a + d) - sigmoid(a), from z = sigmoid(a), zq = sigmoid(-a)."""
+    zeta = z * zq
+    kappa = zq - z
+    k2 = kappa * kappa
+    return (
+        zeta,
+        zeta * kappa / 2.0,
+        zeta * (k2 - 2.0 * zeta) / 6.0,
+        zeta * kappa * (k2 - 8.0 * zeta) / 24.0,
+        zeta * ((k2 * k2 - 22.0 * zeta * k2) + 16.0 * zeta * zeta) / 120.0,
+    )
+
+
+@jit()
+def compose(f1, f2, f3, f4, f5, b1, b2, b3, b4, b5):
+    """C1..C5 of F(beta(d)) for series F, beta without constant terms."""
+    b11 = b1 * b1
+    return (
+        f1 * b1,
+        f1 * b2 + f2 * b11,
+        (f1 * b3 + f2 * (2.0 * b1 * b2)) + f3 * (b11 * b1),
+        ((f1 * b4 + f2 * (2.0 * b1 * b3 + b2 * b2)) + f3 * (3.0 * b11 * b2)) + f4 * (b11 * b11),
+        (((f1 * b5 + f2 * (2.0 * b1 * b4 + 2.0 * b2 * b3)) + f3 * (3.0 * b11 * b3 + 3.0 * b1 * b2 * b2))
+         + f4 * (4.0 * b11 * b1 * b2)) + f5 * (b11 * b11 * b1),
+    )
+
+
+@jit()
+def hidden_coefficients_row(C, phi, fwd, t, W2T, r):
+    """C[:, r, :] (5, H): sample r's loss as a series in a shift of each a1[r, j]. phi: (5, H) scratch."""
+    k, h = W2T.shape
+    y_t = fwd.y[r, t]
+    alpha = y_t / (y_t + DELTA)
+    phi[:] = 0.0
+    for c in range(k):  # phi[m - 1, j] = sum_k y_k v^m, v = W2[j, k] - W2[j, t]
+        yc = fwd.y[r, c]
+        for j in range(h):
+            v = W2T[c, j] - W2T[t, j]
+            yv = yc * v
+            phi[0, j] += yv
+            yv *= v
+            phi[1, j] += yv
+            yv *= v
+            phi[2, j] += yv
+            yv *= v
+            phi[3, j] += yv
+            phi[4, j] += yv * v
+    for j in range(h):
+        f1, f2, f3, f4, f5 = loss_shift_coefficients(
+            phi[0, j], phi[1, j] / 2.0, phi[2, j] / 6.0, phi[3, j] / 24.0, phi[4, j] / 120.0, alpha
+        )
+        b1, b2, b3, b4, b5 = sigmoid_increment(fwd.z[r, j], fwd.zq[r, j])
+        C[0, r, j], C[1, r, j], C[2, r, j], C[3, r, j], C[4, r, j] = compose(f1, f2, f3, f4, f5, b1, b2, b3, b4, b5)
+
+
+@jit()
+def logit_coefficients_row(L, fwd, t, r):
+    """L[:, r, :] (5, K): sample r's loss as a series in a shift of each logit.
+
+    Logit c != t: Phi(u) = 1 + y_c (e^u - 1); the true logit:
+    Phi(u) = y_t + (1 - y_t) e^-u, 1 - y_t summed over the other classes.
+    """
+    k = fwd.y.shape[1]
+    y_t = fwd.y[r, t]
+    alpha = y_t / (y_t + DELTA)
+    rest = 0.0
+    for c in range(k):
+        if c != t:
+            rest += fwd.y[r, c]
+    for c in range(k):
+        p = fwd.y[r, c] if c != t else rest
+        sign = 1.0 if c != t else -1.0
+        f1, f2, f3, f4, f5 = loss_shift_coefficients(
+            sign * p, p / 2.0, sign * p / 6.0, p / 24.0, sign * p / 120.0, alpha
+        )
+        L[0, r, c], L[1, r, c], L[2, r, c], L[3, r, c], L[4, r, c] = f1, f2, f3, f4, f5
+
+
+@jit(parallel=True)
+def coefficients(C, L, fwd, labels, W2T):
+    """C (5, N, H), L (5, N, K) for every sample: one parallel iteration per sample."""
+    n, h = fwd.z.shape
+    for r in prange(n):
+        phi = np.empty((5, h))
+        hidden_coefficients_row(C, phi, fwd, labels[r], W2T, r)
+        logit_coefficients_row(L, fwd, labels[r], r)
+
+
+# -- products with the step weights -------------------------------------------------
+@jit()
+def step_weights(p, h):
+    """w1..w5 of parameter p, w_m = ((h+)^m - (-h-)^m) / 2h; max(h+, h-); |h+ - h-|."""
+    hp = (p + h) - p
+    hm = p - (p - h)
+    hp2, hm2 = hp * hp, hm * hm
+    h2 = 2.0 * h
+    return (
+        (hp + hm) / h2,
+        (hp2 - hm2) / h2,
+        (hp2 * hp + hm2 * hm) / h2,
+        (hp2 * hp2 - hm2 * hm2) / h2,
+        (hp2 * hp2 * hp + hm2 * hm2 * hm) / h2,
+        max(hp, hm),
+        abs(hp - hm),
+    )
+
+
+@jit()
+def weighted(p, h, a1, a2, a3, a4, a5, n):
+    """(w1 a1 + ... + w5 a5) / n for parameter p; its larger real step; |h+ - h-|."""
+    w1, w2, w3, w4, w5, big, diff = step_weights(p, h)
+    return ((((w1 * a1 + w2 * a2) + w3 * a3) + w4 * a4) + w5 * a5) / n, big, diff
+
+
+@jit()
+def unequal_steps(row, h):
+    """True if some parameter of row has h+ != h-: only then do the even powers count."""
+    for j in range(row.shape[0]):
+        p = row[j]
+        if (p + h) - p != p - (p - h):
+            return True
+    return False
+
+
+@jit()
+def w1_row(grads, acc, step_max, batch, C, W1, h, i):
+    """Row i of dW1: sum over the samples n with x[n, i] != 0 of x^m C[m, n, :]. acc (5, H) scratch;
+    step_max (2, H): the chunk's largest step and |h+ - h-| per column.
+
+    The even powers have weight 0 where h+ = h- (w_m = ((h+)^m - (-h-)^m) / 2h),
+    so they are summed only for a row with some h+ != h-.
+    """
+    n, hdim = batch.n, W1.shape[1]
+    even = unequal_steps(W1[i], h)
+    acc[:] = 0.0
+    for p in range(batch.col_ptr[i], batch.col_ptr[i + 1]):
+        r = batch.rows[p]
+        x1 = batch.col_vals[p]
+        x2 = x1 * x1
+        x3 = x2 * x1
+        x4 = x2 * x2
+        x5 = x4 * x1
+        for j in range(hdim):
+            acc[0, j] += x1 * C[0, r, j]
+            acc[2, j] += x3 * C[2, r, j]
+            acc[4, j] += x5 * C[4, r, j]
+        if even:
+            for j in range(hdim):
+                acc[1, j] += x2 * C[1, r, j]
+                acc[3, j] += x4 * C[3, r, j]
+    for j in range(hdim):
+        grads.W1[i, j], big, diff = weighted(W1[i, j], h, acc[0, j], acc[1, j], acc[2, j], acc[3, j], acc[4, j], n)
+        step_max[0, j] = max(step_max[0, j], big)
+        step_max[1, j] = max(step_max[1, j], diff)
+
+
+@jit()
+def w2_row(grads, acc, w2_steps, fwd, L, W2, h, j):
+    """Row j of dW2: sum over samples of z[n, j]^m L[m, n, :]. acc (5, K) scratch."""
+    n, k = L.shape[1], L.shape[2]
+    acc[:] = 0.0
+    for r in range(n):
+        z1 = fwd.z[r, j]
+        z2 = z1 * z1
+        z3 = z2 * z1
+        z4 = z2 * z2
+        z5 = z4 * z1
+        for c in range(k):
+            acc[0, c] += z1 * L[0, r, c]
+            acc[1, c] += z2 * L[1, r, c]
+            acc[2, c] += z3 * L[2, r, c]
+            acc[3, c] += z4 * L[3, r, c]
+            acc[4, c] += z5 * L[4, r, c]
+    for c in range(k):
+        grads.W2[j, c], w2_steps[0, j, c], w2_steps[1, j, c] = weighted(
+            W2[j, c], h, acc[0, c], acc[1, c], acc[2, c], acc[3, c], acc[4, c], n
+        )
+
+
+@jit()
+def bias_sums(out, steps, coef, bias, h):
+    """out (M,) = sum over samples of coef[m, :, :] weighted by the steps of bias (M,); steps (2, M)."""
+    n = coef.shape[1]
+    for c in range(bias.shape[0]):
+        a1 = a2 = a3 = a4 = a5 = 0.0
+        for r in range(n):
+            a1 += coef[0, r, c]
+            a2 += coef[1, r, c]
+            a3 += coef[2, r, c]
+            a4 += coef[3, r, c]
+            a5 += coef[4, r, c]
+        out[c], steps[0, c], steps[1, c] = weighted(bias[c], h, a1, a2, a3, a4, a5, n)
+
+
+@jit(parallel=True)
+def products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h):
+    """Every gradient entry from the coefficients. Item i < D: row i of dW1; D + j: row j of dW2; last: biases.
+
+    Chunk c takes items c, c + nchunks, ...: the rows of the centre of the
+    image (most non-zeros) spread over the chunks. steps_w1 (nchunks, 2, H):
+    the largest real step and |h+ - h-| of W1 met by each chunk, per column;
+    steps_w2 (2, H, K), steps_b1 (2, H), steps_b2 (2, K) those of every entry.
+    """
+    d = batch.d
+    hdim, k = params.W2.shape
+    nitems = d + hdim + 1
+    nchunks = steps_w1.shape[0]
+    for c in prange(nchunks):
+        acc = np.empty((5, max(hdim, k)))
+        steps_w1[c] = 0.0
+        for item in range(c, nitems, nchunks):
+            if item < d:
+                w1_row(grads, acc, steps_w1[c], batch, C, params.W1, h, item)
+            elif item < d + hdim:
+                w2_row(grads, acc, steps_w2, fwd, L, params.W2, h, item - d)
+            else:
+                bias_sums(grads.b1, steps_b1, C, params.b1, h)
+                bias_sums(grads.b2, steps_b2, L, params.b2, h)
+
+
+# -- the remainder bound ----------------------------------------------------------------
+@jit()
+def growth(theta):
+    """Bound on |F(s)| for |s| v <= theta (see the NumPy reference's growth)."""
+    g = math.inf
+    if theta < LOG2:
+        g = -2.0 * math.log(2.0 - math.exp(theta))
+    if theta < HALF_PI:
+        g = min(g, 2.0 * (2.0 * theta - math.log(math.cos(theta))))
+    return g
+
+
+@jit()
+def bound_at(r, width, is_logit, step, diff, scale_x, h):
+    """The remainder bound of one gradient entry on the circle of radius r (see the NumPy reference's tail_bound)."""
+    rho = step * scale_x / r
+    if rho >= 1.0:
+        return math.inf
+    if is_logit:
+        theta = r / 2.0
+    elif r < math.pi:
+        c = math.cos(r / 2.0)
+        theta = r / (4.0 * c * c) * width / 2.0
+    else:
+        return math.inf
+    delta = diff * scale_x / r
+    rho2 = rho * rho
+    rho5 = rho2 * rho2 * rho
+    q = 1.0 - rho2
+    return growth(theta) * (rho5 * rho2 / q + delta * 3.0 * rho5 / (q * q)) / h
+
+
+@jit()
+def within(limit, width, is_logit, step, diff, scale_x, h):
+    """True if the bound on some radius of RADII is at most limit (the largest radii first: the usual best)."""
+    if step * scale_x == 0.0:
+        return 0.0 <= limit
+    for i in range(RADII.shape[0] - 1, -1, -1):
+        if bound_at(RADII[i], width, is_logit, step, diff, scale_x, h) <= limit:
+            return True
+    return False
+
+
+@jit()
+def rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, xmax, zmax, W2, h):
+    """units (H,), logits (K,): True where the remainder bound is not below the rounding of the result."""
+    hdim, k = W2.shape
+    n = C.shape[1]
+    for j in range(hdim):
+        lo = hi = W2[j, 0]
+        for c in range(k):
+            lo, hi = min(lo, W2[j, c]), max(hi, W2[j, c])
+        scale = 0.0
+        for r in range(n):
+            scale = max(scale, abs(C[0, r, j]))
+        step = diff = 0.0
+        for c in range(steps_w1.shape[0]):
+            step, diff = max(step, steps_w1[c, 0, j]), max(diff, steps_w1[c, 1, j])
+        ok = within(ROUNDING * xmax * scale, hi - lo, False, step, diff, xmax, h)
+        ok = ok and within(ROUNDING * scale, hi - lo, False, steps_b1[0, j], steps_b1[1, j], 1.0, h)
+        units[j] = not ok
+    for c in range(k):
+        scale = 0.0
+        for r in range(n):
+            scale = max(scale, abs(L[0, r, c]))
+        step = diff = 0.0
+        for j in range(hdim):
+            step, diff = max(step, steps_w2[0, j, c]), max(diff, steps_w2[1, j, c])
+        ok = within(ROUNDING * zmax * scale, 1.0, True, step, diff, zmax, h)
+        ok = ok and within(ROUNDING * scale, 1.0, True, steps_b2[0, c], steps_b2[1, c], 1.0, h)
+        logits[c] = not ok
+
+
+@jit()
+def largest(a):
+    m = 0.0
+    for v in a.ravel():
+        m = max(m, v)
+    return m
+
+
+PRODUCT_CHUNKS = 64  # work chunks of ``products``; more than threads, so a late thread is never waited for
+
+
+def numgrad_series(grads, batch, labels, params, fwd, h):
+    """grads (Grads) = the loop's central differences, by series (see the NumPy reference).
+
+    Returns (units, logits): boolean masks of the hidden units and logits the
+    remainder bound sent to the perturbed-loss method.
+    """
+    n, hdim = fwd.z.shape
+    k = fwd.y.shape[1]
+    C = np.empty((ORDER, n, hdim))
+    L = np.empty((ORDER, n, k))
+    coefficients(C, L, fwd, labels, np.ascontiguousarray(params.W2.T))
+    steps_w1 = np.empty((PRODUCT_CHUNKS, 2, hdim))
+    steps_w2 = np.empty((2, hdim, k))
+    steps_b1 = np.empty((2, hdim))
+    steps_b2 = np.empty((2, k))
+    products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h)
+    units = np.empty(hdim, dtype=np.bool_)
+    logits = np.empty(k, dtype=np.bool_)
+    rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h)
+    if units.any() or logits.any():
+        numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
+    return units, logits

@@ -1,0 +1,258 @@
+"""The numerical gradient of TwoLayerNet by series in the step: the NumPy reference.
+
+The derivation, its notation (the names below) and the bound are in
+docs/numerical_gradient.rst; in short, for one sample and the loop's steps
+h+ = fl(p + h) - p and h- = p - fl(p - h) of a parameter p:
+
+- a step d on the hidden pre-activation a1[n, j] (d = x[n, i] h+- for
+  W1[i, j], h+- for b1[j]) changes the sample's loss by sum_m C[m] d^m,
+  C = F o beta: beta the Taylor coefficients of sigmoid(a1 + d) - sigmoid(a1),
+  F those of the loss in a shift s of the hidden output z[n, j], whose
+  logits then move by s W2[j, :];
+- a step u on logit k (u = z[n, j] h+- for W2[j, k], h+- for b2[k]) changes
+  it by sum_m L[m] u^m;
+- so the loop's central difference of every parameter is a sum over
+  samples of these polynomials: for W1,
+  dW1[i, j] = sum_m w_m[i, j] sum_n x[n, i]^m C[m][n, j] / N,
+  with the step weights w_m = ((h+)^m - (-h-)^m) / 2h (h^(m-1) for odd m
+  and 0 for even m when h+ = h- = h).
+
+The sums stop at m = SERIES_ORDER. The remainder is bounded per hidden unit
+and per logit (``series_rejected``); where the bound is not below the
+rounding of the result, that unit or logit is computed by the perturbed-loss
+method instead (``numgrad_perturbed``).
+"""
+
+import math
+
+import numpy as np
+
+from ..._blas import single_threaded_blas
+from ..._config import DELTA
+from ..._config import SERIES_ORDER as M
+from .numgrad_perturbed import numgrad_perturbed
+from .sparse import dense
+
+FACTORIAL = [math.factorial(m) for m in range(M + 1)]
+# Radii r of the circles |d| = r on which the remainder is bounded (Cauchy),
+# 0.01 * 1.15^k below pi; the bound takes the best. The same literals in every backend.
+RADII = (
+    0.01, 0.0115, 0.013225, 0.0152087, 0.0174901, 0.0201136, 0.0231306, 0.0266002, 0.0305902, 0.0351788,
+    0.0404556, 0.0465239, 0.0535025, 0.0615279, 0.0707571, 0.0813706, 0.0935762, 0.107613, 0.123755,
+    0.142318, 0.163665, 0.188215, 0.216447, 0.248915, 0.286252, 0.32919, 0.378568, 0.435353, 0.500656,
+    0.575755, 0.662118, 0.761435, 0.875651, 1.007, 1.15805, 1.33176, 1.53152, 1.76125, 2.02543, 2.32925,
+    2.67864, 3.08043,
+)
+ROUNDING = 2.0**-53  # the remainder must stay below this fraction of the result's scale
+
+
+# -- coefficients ---------------------------------------------------------------
+def loss_shift_coefficients(phi, alpha):
+    """F[1..M]: the loss change -log(1 + alpha (1/Phi(s) - 1)) as a series in s.
+
+    phi[m] (m = 1..M) are the coefficients of Phi(s) = sum_k y_k exp(s v_k)
+    (phi[0] = 1 is implied); alpha = y_t / (y_t + DELTA).
+    """
+    R = [1.0] + [0.0] * M  # 1 / Phi
+    for m in range(1, M + 1):
+        R[m] = -sum(phi[i] * R[m - i] for i in range(1, m + 1))
+    xi = [alpha * R[m] for m in range(M + 1)]  # 1 + alpha (R - 1), less its constant 1
+    L = [0.0] * (M + 1)  # log(1 + xi)
+    for m in range(1, M + 1):
+        L[m] = xi[m] - sum(i * L[i] * xi[m - i] for i in range(1, m)) / m
+    return [None] + [-L[m] for m in range(1, M + 1)]
+
+
+def sigmoid_increment_coefficients(z, zq):
+    """beta[1..5]: sigmoid(a + d) - sigmoid(a) = sum_m beta[m] d^m, from z = sigmoid(a), zq = sigmoid(-a).
+
+    With zeta = z zq (the derivative) and kappa = zq - z = 1 - 2z, the
+    m-th derivative over m!.
+    """
+    zeta, kappa = z * zq, zq - z
+    k2 = kappa * kappa
+    return [
+        None,
+        zeta,
+        zeta * kappa / 2.0,
+        zeta * (k2 - 2.0 * zeta) / 6.0,
+        zeta * kappa * (k2 - 8.0 * zeta) / 24.0,
+        zeta * (k2 * k2 - 22.0 * zeta * k2 + 16.0 * zeta * zeta) / 120.0,
+    ]
+
+
+def compose(F, b):
+    """C[1..5]: the coefficients of F(beta(d)), F and beta series without constant terms."""
+    return [
+        None,
+        F[1] * b[1],
+        F[1] * b[2] + F[2] * (b[1] * b[1]),
+        F[1] * b[3] + F[2] * (2.0 * b[1] * b[2]) + F[3] * (b[1] * b[1] * b[1]),
+        F[1] * b[4] + F[2] * (2.0 * b[1] * b[3] + b[2] * b[2]) + F[3] * (3.0 * b[1] * b[1] * b[2])
+        + F[4] * (b[1] * b[1] * b[1] * b[1]),
+        F[1] * b[5] + F[2] * (2.0 * b[1] * b[4] + 2.0 * b[2] * b[3]) + F[3] * (3.0 * b[1] * b[1] * b[3]
+        + 3.0 * b[1] * b[2] * b[2]) + F[4] * (4.0 * b[1] * b[1] * b[1] * b[2]) + F[5] * b[1] ** 5,
+    ]
+
+
+def true_class_weight(fwd, labels):
+    """alpha = y_t / (y_t + DELTA) per sample (N,): the derivative factor of log(y_t + DELTA)."""
+    y_t = fwd.y[np.arange(len(labels)), labels]
+    return y_t / (y_t + DELTA)
+
+
+def hidden_coefficients(fwd, labels, W2):
+    """C[1..M], each (N, H): sample n's loss as a series in a shift of a1[n, j]."""
+    v = W2[None, :, :] - W2[:, labels].T[:, :, None]  # (N, H, K): v[n, j, k] = W2[j, k] - W2[j, t_n]
+    y = fwd.y[:, None, :]
+    phi = [None] + [np.sum(y * v**m, axis=2) / FACTORIAL[m] for m in range(1, M + 1)]
+    F = loss_shift_coefficients(phi, true_class_weight(fwd, labels)[:, None])
+    return compose(F, sigmoid_increment_coefficients(fwd.z, fwd.zq))
+
+
+def logit_coefficients(fwd, labels):
+    """L[1..M], each (N, K): sample n's loss as a series in a shift of logit k.
+
+    Moving logit k != t by u is Phi(u) = 1 + y_k (e^u - 1); moving the true
+    logit is Phi(u) = y_t + (1 - y_t) e^-u, with 1 - y_t summed from the
+    other classes (no cancellation when y_t is near 1).
+    """
+    n = len(labels)
+    rows = np.arange(n)
+    rest = np.where(np.arange(fwd.y.shape[1]) == labels[:, None], 0.0, fwd.y).sum(axis=1)  # sum over k != t
+    phi = [None]
+    for m in range(1, M + 1):
+        p = fwd.y / FACTORIAL[m]
+        p[rows, labels] = rest * (-1.0) ** m / FACTORIAL[m]
+        phi.append(p)
+    return loss_shift_coefficients(phi, true_class_weight(fwd, labels)[:, None])
+
+
+# -- steps ------------------------------------------------------------------------
+def step_weights(p, h):
+    """w[1..M] with the shape of p; the larger real step max(h+, h-); and |h+ - h-|.
+
+    The loop's real steps are h+ = fl(p + h) - p and h- = p - fl(p - h);
+    its central difference weights the m-th power by w_m = ((h+)^m - (-h-)^m) / 2h.
+    """
+    hp, hm = (p + h) - p, p - (p - h)
+    w = [None] + [(hp**m - (-hm) ** m) / (2.0 * h) for m in range(1, M + 1)]
+    return w, np.maximum(hp, hm), np.abs(hp - hm)
+
+
+# -- the remainder bound --------------------------------------------------------------
+def growth(theta):
+    """Bound on |F(s)| (F the loss change in a shift s of the logits along a
+    direction of half-range v, F(0) = 0) for complex |s| v <= theta.
+
+    Phi(s) = sum_k y_k exp(s v_k) and the other term of F, taken about the
+    mid-range of the v_k, are convex combinations of exp(s u) with |u| <= v:
+    - each within e^theta - 1 of 1, so |log| <= -log(2 - e^theta) (theta < log 2);
+    - each of argument at most theta and modulus in [e^-theta cos(theta), e^theta],
+      so |log| <= 2 theta - log(cos(theta)) (theta < pi / 2).
+    F is the difference of two such logs: twice the smaller bound.
+    """
+    g = math.inf
+    if theta < math.log(2.0):
+        g = -2.0 * math.log(2.0 - math.exp(theta))
+    if theta < math.pi / 2.0:
+        g = min(g, 2.0 * (2.0 * theta - math.log(math.cos(theta))))
+    return g
+
+
+def hidden_growth(r, width):
+    """Bound on |loss(d) - loss(0)| for complex |d| <= r, a hidden unit whose W2 row spans ``width``.
+
+    |sigmoid'| <= 1 / (4 cos^2(r/2)) on the strip |Im| <= r < pi, so the
+    hidden output moves by at most Z = r / (4 cos^2(r/2)), and the logits
+    along W2's row: half-range theta = Z width / 2 (see growth).
+    """
+    if r >= math.pi:
+        return math.inf
+    return growth(r / (4.0 * math.cos(r / 2.0) ** 2) * width / 2.0)
+
+
+def logit_growth(r):
+    """hidden_growth for a shift of one logit: it moves by |u| <= r; the directions span 1, theta = r / 2."""
+    return growth(r / 2.0)
+
+
+def tail_bound(growth_at, step, diff, scale_x, h):
+    """Bound on the terms m > M of one gradient entry, the best over RADII.
+
+    step: the largest real step of the parameters, diff: the largest |h+ - h-|;
+    scale_x: the largest |multiplier| of the step (x for W1, z for W2, 1 for
+    the biases). With rho = step scale_x / r, delta = diff scale_x / r and
+    |coefficient_m| <= G(r) / r^m (Cauchy), the odd terms (|w_m| <= step^m / h)
+    sum to at most G rho^7 / (1 - rho^2) / h, and the even ones
+    (|w_m| <= m step^(m-1) diff / 2h) to G delta 3 rho^5 / (1 - rho^2)^2 / h.
+    """
+    if step * scale_x == 0.0:
+        return 0.0
+    best = math.inf
+    for r in RADII:
+        rho, delta = step * scale_x / r, diff * scale_x / r
+        if rho < 1.0:
+            q = 1.0 - rho * rho
+            best = min(best, growth_at(r) * (rho**7 / q + delta * 3.0 * rho**5 / (q * q)) / h)
+    return best
+
+
+def series_rejected(C1, L1, xmax, zmax, steps, W2, h):
+    """Hidden units (H,) and logits (K,) whose remainder bound is not below the rounding of the result.
+
+    C1 (N, H), L1 (N, K): first-order coefficients (their largest |.|, times
+    the largest multiplier, is the scale of a gradient entry); steps: per
+    parameter group, the largest real step and |h+ - h-| of W1's and W2's
+    columns and of b1, b2 (dict of pairs).
+    """
+    H, K = W2.shape
+    units = np.zeros(H, dtype=bool)
+    for j in range(H):
+        width = W2[j].max() - W2[j].min()
+        scale = np.abs(C1[:, j]).max()
+        at = lambda r: hidden_growth(r, width)  # noqa: E731
+        units[j] = not (
+            tail_bound(at, *steps["W1"][j], xmax, h) <= ROUNDING * xmax * scale
+            and tail_bound(at, *steps["b1"][j], 1.0, h) <= ROUNDING * scale
+        )
+    logits = np.zeros(K, dtype=bool)
+    for k in range(K):
+        scale = np.abs(L1[:, k]).max()
+        logits[k] = not (
+            tail_bound(logit_growth, *steps["W2"][k], zmax, h) <= ROUNDING * zmax * scale
+            and tail_bound(logit_growth, *steps["b2"][k], 1.0, h) <= ROUNDING * scale
+        )
+    return units, logits
+
+
+# -- the kernel ---------------------------------------------------------------------
+def numgrad_series(grads, batch, labels, params, fwd, h):
+    """grads (Grads) = the loop's central differences of the chapter's loss, by series.
+
+    batch (Batch), labels (N,) intp, params (Params), fwd (Forward) the
+    forward pass of batch, h > 0. Returns (units, logits): boolean masks of
+    the hidden units (H,) and logits (K,) that the remainder bound sent to
+    the perturbed-loss method.
+    """
+    n = batch.n
+    x = dense(batch)
+    C = hidden_coefficients(fwd, labels, params.W2)
+    L = logit_coefficients(fwd, labels)
+    w = {}
+    steps = {}  # per column (W1, W2) or entry (b1, b2): (largest step, largest |h+ - h-|)
+    for name in ("W1", "b1", "W2", "b2"):
+        w[name], big, diff = step_weights(getattr(params, name), h)
+        if big.ndim == 2:
+            big, diff = big.max(axis=0), diff.max(axis=0)
+        steps[name] = list(zip(big, diff))
+    with single_threaded_blas():
+        grads.W1[...] = sum(w["W1"][m] * ((x**m).T @ C[m]) for m in range(1, M + 1)) / n
+        grads.W2[...] = sum(w["W2"][m] * ((fwd.z**m).T @ L[m]) for m in range(1, M + 1)) / n
+    grads.b1[...] = sum(w["b1"][m] * C[m].sum(axis=0) for m in range(1, M + 1)) / n
+    grads.b2[...] = sum(w["b2"][m] * L[m].sum(axis=0) for m in range(1, M + 1)) / n
+    zmax = float(fwd.z.max()) if fwd.z.size else 0.0
+    units, logits = series_rejected(C[1], L[1], batch.xmax, zmax, steps, params.W2, h)
+    if units.any() or logits.any():
+        numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
+    return units, logits
