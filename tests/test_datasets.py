@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -396,11 +397,19 @@ def _padded_manifest(key_dir):
 
 
 @pytest.mark.parametrize("damage", [_deep_manifest, _deep_manifest_entry, _padded_manifest])
-def test_manifest_is_bounded_in_size_and_nesting(small_cache, parse_count, damage):
+def test_manifest_is_bounded_in_size_and_nesting(small_cache, parse_count, monkeypatch, damage):
     data_dir, arrays, key_dir, pristine = small_cache
     damage(key_dir)
+    parsed = []
+
+    def loads(text):
+        parsed.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(mnist_module, "json", SimpleNamespace(loads=loads, dumps=json.dumps))
     (_, t_train), _ = load_mnist(normalize=False, data_dir=data_dir)
     np.testing.assert_array_equal(t_train, arrays["t_train"])
+    assert parsed == []  # refused before json.loads
     assert len(parse_count) == 1  # rebuilt
     assert folder_state(key_dir) == pristine
 
@@ -557,9 +566,10 @@ def test_flags_must_be_true_or_false(warm_shipped, flag, value):
         load_mnist(**{flag: value})
 
 
-def test_numpy_bools_are_bools(warm_shipped):
-    (x_train, t_train), _ = load_mnist(np.True_, np.False_, np.bool_(True))
-    assert x_train.shape == (60000, 1, 28, 28) and t_train.shape == (60000, 10)
+def test_numpy_bools_are_bools(tmp_path):
+    write_small_mnist(tmp_path / "data")
+    (x_train, t_train), _ = load_mnist(np.True_, np.False_, np.bool_(True), data_dir=tmp_path / "data")
+    assert x_train.shape == (5, 1, 28, 28) and x_train.dtype == np.float32 and t_train.shape == (5, 10)
 
 
 def test_data_dir_must_be_a_path(warm_shipped):
