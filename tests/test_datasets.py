@@ -557,6 +557,12 @@ def test_data_dir_that_is_a_file_says_so(tmp_path):
     assert str(path) in str(info.value) and not isinstance(info.value, MissingFileError)
 
 
+def test_data_dir_inside_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(MNISTError, match=r"data_dir .*/file/data: a part of this path is a file, not a folder"):
+        load_mnist(data_dir=tmp_path / "file" / "data", download=True)
+
+
 @pytest.mark.parametrize("flag", ["normalize", "flatten", "one_hot_label", "download"])
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0, [True]])
 def test_flags_must_be_true_or_false(warm_shipped, flag, value):
