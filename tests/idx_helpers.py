@@ -1,11 +1,26 @@
-"""Write small IDX files for the dataset tests, independently of the reader.
+"""Helpers for the dataset tests: small IDX files, hostile files, bounded loads.
 
 The encoder here follows the IDX spec directly (struct, big-endian), so the
-tests do not check the reader against itself.
+tests do not check the reader against itself. :class:`Sandbox` runs
+load_mnist in a child interpreter with a timeout and a memory limit, for
+inputs that could hang or exhaust memory; :func:`time_limit` bounds a call
+in this process.
 """
 
+import base64
+import contextlib
 import gzip
+import json
+import os
+import select
+import shutil
+import signal
+import stat
 import struct
+import subprocess
+import sys
+import typing
+from pathlib import Path
 
 import numpy as np
 
@@ -63,3 +78,166 @@ def write_small_mnist(directory, arrays=None, *, compress=True):
     for key, name in NAMES.items():
         write_idx(directory / f"{name}{suffix}", arrays[key], compress=compress)
     return arrays
+
+
+# ------------------------------------------------- hostile files and bounds
+
+
+def make_special(path, kind):
+    """Put something that is not a regular file at ``path`` (replacing it):
+    "fifo", "zero" or "urandom" (a symlink to that device), "dangling" (a
+    symlink to nothing), or "folder"."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind in ("zero", "urandom"):
+        path.symlink_to(f"/dev/{kind}")
+    elif kind == "dangling":
+        path.symlink_to(path.with_name(path.name + ".nowhere"))
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return path
+
+
+def folder_state(directory):
+    """Every entry under ``directory`` (not following symlinks): its relative
+    path, its type, and the bytes of regular files. Two equal states mean the
+    same regular files with the same content and nothing else."""
+    state = []
+    for path in sorted(Path(directory).rglob("*")):
+        mode = path.lstat().st_mode
+        content = path.read_bytes() if stat.S_ISREG(mode) else None
+        state.append((path.relative_to(directory).as_posix(), stat.S_IFMT(mode), content))
+    return state
+
+
+class Hang(BaseException):
+    """Raised by :func:`time_limit`; a BaseException so that no ``except
+    Exception`` (or ``except OSError``) in the code under test can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Raise :class:`Hang` in the main thread if the block takes longer than
+    ``seconds``. A blocking open() or read() is interrupted too (PEP 475 runs
+    the handler, which raises)."""
+
+    def alarm(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# The child of Sandbox: one load_mnist per request line, one JSON reply line.
+_CHILD = r"""
+import base64, json, os, resource, sys
+
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from scratchnet.datasets import MNISTError, load_mnist
+
+for line in sys.stdin:
+    request = json.loads(line)
+    os.environ["SCRATCHNET_CACHE_DIR"] = request.pop("cache")
+    try:
+        (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False, **request)
+        pairs = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
+        reply = {
+            "arrays": {
+                key: [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]
+                for key, a in pairs.items()
+            }
+        }
+    except Exception as exc:
+        reply = {"raised": [type(exc).__name__, isinstance(exc, MNISTError), str(exc)]}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Outcome(typing.NamedTuple):
+    """What a sandboxed load_mnist did: ``kind`` is "arrays" (then
+    ``arrays`` maps x_train, t_train, x_test, t_test to the returned arrays,
+    images as (N, 1, 28, 28)), "raised" (``error`` is (type name, whether it
+    is an MNISTError, message)), "timeout" or "died"."""
+
+    kind: str
+    arrays: dict = None
+    error: tuple = None
+
+
+class Sandbox:
+    """Runs load_mnist in a child interpreter, bounded in time and memory.
+
+    A load that blocks (a FIFO opened for reading) or reads without end
+    (/dev/zero) would take the whole test run with it; in the child it costs
+    one timeout, or a MemoryError at the address-space limit. Warnings are
+    errors in the child. The child is reused across calls and replaced after
+    a timeout or a death.
+    """
+
+    def __init__(self, timeout=15.0, memory=2**30):
+        self.timeout, self.memory, self.proc = timeout, memory, None
+
+    def load(self, cache, data_dir=None, **kwargs):
+        """load_mnist(normalize=False, flatten=False, data_dir=..., **kwargs)
+        with SCRATCHNET_CACHE_DIR=cache, in the child; returns an Outcome."""
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-W", "error", "-c", _CHILD, str(self.memory)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        request = dict(kwargs, cache=str(cache), data_dir=None if data_dir is None else str(data_dir))
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return Outcome("died")
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            kind = "timeout" if not ready else "died"
+            self.close()
+            return Outcome(kind)
+        reply = json.loads(line)
+        if "raised" in reply:
+            return Outcome("raised", error=tuple(reply["raised"]))
+        arrays = {
+            key: np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape)
+            for key, (dtype, shape, data) in reply["arrays"].items()
+        }
+        return Outcome("arrays", arrays=arrays)
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
+            self.proc = None
+
+
+def assert_loaded(outcome, arrays):
+    """``outcome`` is a successful load returning exactly ``arrays`` (the
+    uint8 arrays of small_mnist)."""
+    assert outcome.kind == "arrays", outcome
+    for key, expected in arrays.items():
+        got = outcome.arrays[key]
+        shape = (len(expected), 1, 28, 28) if key.startswith("x") else expected.shape
+        assert got.dtype == np.uint8 and got.shape == shape, (key, got.dtype, got.shape)
+        np.testing.assert_array_equal(got.reshape(expected.shape), expected)

@@ -10,10 +10,23 @@ import gzip
 import hashlib
 import json
 import os
+import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from idx_helpers import NAMES, idx_bytes, small_mnist, write_idx, write_small_mnist
+from idx_helpers import (
+    NAMES,
+    Sandbox,
+    assert_loaded,
+    folder_state,
+    idx_bytes,
+    make_special,
+    small_mnist,
+    time_limit,
+    write_idx,
+    write_small_mnist,
+)
 
 from scratchnet.datasets import MissingFileError, MNISTError, cache_dir, load_mnist, read_idx
 from scratchnet import _atomic as atomic_module
@@ -45,6 +58,25 @@ def parse_count(monkeypatch):
 
     monkeypatch.setattr(mnist_module, "_read_source", counting)
     return calls
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    """load_mnist in a child process, for caches and files that could hang
+    or exhaust memory (see idx_helpers.Sandbox)."""
+    box = Sandbox()
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def small_cache(tmp_path, private_cache):
+    """A small data folder with its cache built; returns (data folder,
+    arrays, cache key folder, the key folder's state)."""
+    arrays = write_small_mnist(tmp_path / "data")
+    load_mnist(data_dir=tmp_path / "data")
+    (key_dir,) = (private_cache / "mnist").iterdir()
+    return tmp_path / "data", arrays, key_dir, folder_state(key_dir)
 
 
 def files_under(directory):
@@ -305,6 +337,121 @@ def test_interrupted_cache_write_leaves_nothing_half_written(tmp_path, private_c
     assert len(files_under(private_cache)) == 5
 
 
+def test_every_npy_header_byte_changed_means_rebuild(small_cache):
+    # Issue row 2: numpy's header parser raised tokenize.TokenError (neither
+    # ValueError nor OSError) for some of these, which escaped the cache check.
+    _, _, key_dir, _ = small_cache
+    path = key_dir / "x_train.npy"
+    original = path.read_bytes()
+    header_end = 10 + int.from_bytes(original[8:10], "little")  # .npy 1.0: magic, version, length
+    with open(path, "r+b") as file:  # in place: rewriting whole files is slow on ext4
+        for i in range(header_end):
+            for value in {original[i] ^ 0x80, original[i] ^ 0x01, *b"()[]{}',: 0\n"} - {original[i]}:
+                file.seek(i)
+                file.write(bytes([value]))
+                file.flush()
+                assert mnist_module._read_cache(key_dir) is None, (i, bytes([value]))
+            file.seek(i)
+            file.write(original[i : i + 1])
+            file.flush()
+    assert path.read_bytes() == original and mnist_module._read_cache(key_dir) is not None
+
+
+def test_unparsable_npy_header_is_rebuilt_and_the_next_load_uses_the_cache(small_cache, parse_count):
+    data_dir, arrays, key_dir, pristine = small_cache
+    path = key_dir / "x_train.npy"
+    path.write_bytes(path.read_bytes().replace(b"(5, 28, 28)", b"(5, 28, 28 "))  # unbalanced: TokenError
+    for _ in range(2):
+        (x_train, _), _ = load_mnist(normalize=False, flatten=False, data_dir=data_dir)
+        np.testing.assert_array_equal(x_train[:, 0], arrays["x_train"])
+    assert len(parse_count) == 1  # rebuilt once, then trusted
+    assert folder_state(key_dir) == pristine
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "urandom", "dangling", "folder"])
+@pytest.mark.parametrize("name", ["manifest.json", "x_train.npy", "t_test.npy", None])
+def test_cache_entry_that_is_not_a_regular_file_is_replaced(small_cache, private_cache, sandbox, name, kind):
+    # Issue row 3: a FIFO hung the load, /dev/zero or /dev/urandom as the
+    # manifest was read until MemoryError. None: the cache folder itself.
+    data_dir, arrays, key_dir, pristine = small_cache
+    make_special(key_dir / name if name else key_dir, kind)
+    assert_loaded(sandbox.load(private_cache, data_dir), arrays)
+    assert folder_state(key_dir) == pristine
+
+
+def _deep_manifest(key_dir):
+    depth = 20000  # 40 kB, far past the recursion limit: json.loads raised RecursionError
+    (key_dir / "manifest.json").write_text('{"format": 1, "arrays": ' + "[" * depth + "]" * depth + "}")
+
+
+def _deep_manifest_entry(key_dir):
+    manifest = json.loads((key_dir / "manifest.json").read_text())
+    manifest["arrays"]["t_test"]["shape"] = [[[[[[[[[[[[[[[[[[[[3]]]]]]]]]]]]]]]]]]]]
+    (key_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _padded_manifest(key_dir):
+    # Valid JSON, but no manifest of ours is 128 kB: refused unread.
+    path = key_dir / "manifest.json"
+    path.write_text(path.read_text() + " " * 2**17)
+
+
+@pytest.mark.parametrize("damage", [_deep_manifest, _deep_manifest_entry, _padded_manifest])
+def test_manifest_is_bounded_in_size_and_nesting(small_cache, parse_count, monkeypatch, damage):
+    data_dir, arrays, key_dir, pristine = small_cache
+    damage(key_dir)
+    parsed = []
+
+    def loads(text):
+        parsed.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(mnist_module, "json", SimpleNamespace(loads=loads, dumps=json.dumps))
+    (_, t_train), _ = load_mnist(normalize=False, data_dir=data_dir)
+    np.testing.assert_array_equal(t_train, arrays["t_train"])
+    assert parsed == []  # refused before json.loads
+    assert len(parse_count) == 1  # rebuilt
+    assert folder_state(key_dir) == pristine
+
+
+def _forge(key_dir, key, array):
+    """Rewrite a cached array and its manifest entry consistently, as someone
+    who knows the cache format could: every digest matches."""
+    path = key_dir / f"{key}.npy"
+    np.save(path, array, allow_pickle=False)
+    manifest = json.loads((key_dir / "manifest.json").read_text())
+    manifest["arrays"][key] = {
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    (key_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "key, forged",
+    [
+        ("t_train", np.array([1, 2, 200, 3, 4], np.uint8)),  # a label out of 0..9
+        ("x_train", np.zeros((5, 1, 1), np.uint8)),  # not 28x28
+        ("x_train", np.zeros((5, 28, 28), np.float64)),  # not uint8
+        ("t_train", np.zeros(5, np.int64)),  # labels not uint8
+        ("t_test", np.zeros(4, np.uint8)),  # 3 test images, 4 labels
+        ("t_test", np.zeros((3, 1), np.uint8)),  # labels not 1-D
+        ("x_test", np.zeros((3, 784), np.uint8)),  # images not (N, 28, 28)
+    ],
+)
+def test_consistent_cache_of_impossible_contents_is_rebuilt(small_cache, parse_count, key, forged):
+    # Issue row 4: such a cache was served and failed later (IndexError).
+    data_dir, arrays, key_dir, pristine = small_cache
+    _forge(key_dir, key, forged)
+    (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False, data_dir=data_dir)
+    for got, key in [(x_train[:, 0], "x_train"), (t_train, "t_train"), (x_test[:, 0], "x_test"), (t_test, "t_test")]:
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, arrays[key])
+    assert len(parse_count) == 1
+    assert folder_state(key_dir) == pristine
+
+
 # --------------------------------------------------------- bad source files
 
 
@@ -371,6 +518,69 @@ def test_missing_file_names_it_and_the_remedies(tmp_path):
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, MNISTError)
     for part in ["t10k-labels-idx1-ubyte", str(tmp_path / "data"), "data_dir=", "download=True"]:
         assert part in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kind, what",
+    [
+        ("fifo", "a FIFO"),
+        ("zero", "a character device"),
+        ("urandom", "a character device"),
+        ("folder", "a folder"),
+    ],
+)
+def test_data_file_that_is_not_a_regular_file_is_named(tmp_path, private_cache, kind, what):
+    # Issue row 19: these were skipped as "not found".
+    write_small_mnist(tmp_path / "data")
+    path = make_special(tmp_path / "data" / "train-labels-idx1-ubyte.gz", kind)
+    with time_limit(10), pytest.raises(MNISTError) as info:
+        load_mnist(data_dir=tmp_path / "data")
+    assert not isinstance(info.value, MissingFileError)
+    assert f"{path}: {what}" in str(info.value) and "not a regular file" in str(info.value)
+    assert not private_cache.exists() or not files_under(private_cache)
+
+
+def test_data_file_that_is_a_dangling_symlink_says_so(tmp_path):
+    write_small_mnist(tmp_path / "data")
+    path = make_special(tmp_path / "data" / "t10k-images-idx3-ubyte.gz", "dangling")
+    with pytest.raises(MissingFileError, match="symbolic link to .*, which does not exist") as info:
+        load_mnist(data_dir=tmp_path / "data")
+    assert str(path) in str(info.value)
+
+
+def test_data_dir_that_is_a_file_says_so(tmp_path):
+    # Issue row 19: this was "MNIST file ... not found".
+    path = tmp_path / "data"
+    path.write_bytes(b"")
+    with pytest.raises(MNISTError, match=r"data_dir .* is a file, not a folder") as info:
+        load_mnist(data_dir=path)
+    assert str(path) in str(info.value) and not isinstance(info.value, MissingFileError)
+
+
+def test_data_dir_inside_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(MNISTError, match=r"data_dir .*/file/data: a part of this path is a file, not a folder"):
+        load_mnist(data_dir=tmp_path / "file" / "data", download=True)
+
+
+@pytest.mark.parametrize("flag", ["normalize", "flatten", "one_hot_label", "download"])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0, [True]])
+def test_flags_must_be_true_or_false(warm_shipped, flag, value):
+    # Issue row 20: load_mnist(normalize="no") normalized.
+    message = rf"load_mnist: {flag} must be True or False, got {re.escape(repr(value))}"
+    with pytest.raises(TypeError, match=message):
+        load_mnist(**{flag: value})
+
+
+def test_numpy_bools_are_bools(tmp_path):
+    write_small_mnist(tmp_path / "data")
+    (x_train, t_train), _ = load_mnist(np.True_, np.False_, np.bool_(True), data_dir=tmp_path / "data")
+    assert x_train.shape == (5, 1, 28, 28) and x_train.dtype == np.float32 and t_train.shape == (5, 10)
+
+
+def test_data_dir_must_be_a_path(warm_shipped):
+    with pytest.raises(TypeError, match=r"load_mnist: data_dir must be a folder path .*got 5"):
+        load_mnist(data_dir=5)
 
 
 def test_raw_and_misnamed_files_load_alike(tmp_path):
@@ -451,6 +661,46 @@ def test_huge_header_on_small_file_is_refused_before_allocating(tmp_path, compre
     path.write_bytes(gzip.compress(header, mtime=0) if compress else header)
     message = "more than the file can hold" if compress else "truncated: header .* file has 0"
     with pytest.raises(MNISTError, match=message):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "kind, what", [("fifo", "a FIFO"), ("zero", "a character device"), ("folder", "a folder")]
+)
+def test_read_idx_refuses_what_is_not_a_regular_file(tmp_path, kind, what):
+    path = make_special(tmp_path / "f", kind)
+    with time_limit(10), pytest.raises(MNISTError, match=f"{what}.*, not a regular file"):
+        read_idx(path)
+
+
+def test_a_fifo_swapped_in_after_the_check_cannot_hang(tmp_path, monkeypatch):
+    # os.stat says regular file (as if the FIFO replaced it right after the
+    # check): the open must not block, and the open file is checked again.
+    fifo = make_special(tmp_path / "fifo", "fifo")
+    regular = write_idx(tmp_path / "regular", np.zeros(3, np.uint8))
+    real_stat = os.stat
+
+    def stat_before_the_swap(path, *args, **kwargs):
+        return real_stat(regular if os.fspath(path) == os.fspath(fifo) else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat_before_the_swap)
+    with time_limit(10), pytest.raises(MNISTError, match="a FIFO"):
+        read_idx(fifo)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # 0 x huge x huge: no data, but too big a shape
+        b"\x00\x00\x08\x03" + b"\x00\x00\x00\x00" + b"\xff\xff\xff\xff" * 2,
+        b"\x00\x00\x08\x64" + b"\x00\x00\x00\x00" * 100,  # 100 dimensions, more than NumPy has
+    ],
+)
+def test_header_numpy_cannot_hold_is_an_mnist_error(tmp_path, header):
+    # Found by the fuzz tests: numpy's ValueError escaped, naming no file.
+    path = tmp_path / "odd"
+    path.write_bytes(header)
+    with pytest.raises(MNISTError, match=f"{path}: header shape .* not an array NumPy can hold"):
         read_idx(path)
 
 

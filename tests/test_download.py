@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from idx_helpers import NAMES, idx_bytes, small_mnist
+from idx_helpers import NAMES, idx_bytes, make_special, small_mnist, time_limit
 
 from scratchnet.datasets import DownloadError, MissingFileError, MNISTError, download_mnist, load_mnist
 from scratchnet.datasets import download as download_module
@@ -169,3 +169,50 @@ def test_load_mnist_download_true_fetches_missing_files_once(server, tmp_path, m
         np.testing.assert_array_equal(t_test, arrays["t_test"])
     assert len(requests) == 8  # 4 files x (bad, good), all in the first call
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(table)
+
+
+def _serve_small_mnist(served, monkeypatch, base):
+    arrays = small_mnist()
+    table = {}
+    for key, name in NAMES.items():
+        served[f"{name}.gz"] = data = gzip.compress(idx_bytes(arrays[key]), mtime=0)
+        table[f"{name}.gz"] = md5_of(data)
+    monkeypatch.setattr(download_module, "MIRRORS", (f"{base}/good/",))
+    monkeypatch.setattr(download_module, "MNIST_MD5", table)
+    return arrays
+
+
+def test_data_dir_that_is_a_file_is_refused_before_any_request(server, tmp_path, monkeypatch):
+    # Issue row 19: download=True with data_dir a file raised FileExistsError.
+    base, served, requests = server
+    _serve_small_mnist(served, monkeypatch, base)
+    path = tmp_path / "data"
+    path.write_bytes(b"not a folder")
+    with pytest.raises(DownloadError, match=r"data_dir .*/data is a file, not a folder"):
+        download_mnist(path)
+    with pytest.raises(MNISTError, match=r"data_dir .*/data is a file, not a folder"):
+        load_mnist(data_dir=path, download=True)
+    assert requests == [] and path.read_bytes() == b"not a folder"
+
+
+def test_data_dir_that_cannot_be_created_is_a_download_error(server, tmp_path, monkeypatch):
+    base, served, requests = server
+    _serve_small_mnist(served, monkeypatch, base)
+    (tmp_path / "file").write_bytes(b"")
+    message = r"data_dir .*/file/data cannot be created as a folder \(Not a directory\)"
+    with pytest.raises(DownloadError, match=message):
+        download_mnist(tmp_path / "file" / "data")
+    assert requests == []
+
+
+def test_a_fifo_in_data_dir_is_neither_replaced_nor_read(server, tmp_path, monkeypatch):
+    # The FIFO counts as present (it is not fetched over), and load_mnist
+    # names it instead of blocking on it.
+    base, served, requests = server
+    _serve_small_mnist(served, monkeypatch, base)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    fifo = make_special(data_dir / "train-labels-idx1-ubyte.gz", "fifo")
+    with time_limit(10), pytest.raises(MNISTError, match=f"{fifo}: a FIFO"):
+        load_mnist(data_dir=data_dir, download=True)
+    assert fifo.is_fifo() and len(requests) == 3

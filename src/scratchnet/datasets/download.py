@@ -8,8 +8,10 @@ nothing behind. On a failure the next mirror is tried; when every mirror
 fails, :class:`DownloadError` lists what went wrong with each.
 """
 
+import errno
 import hashlib
 import http.client
+import os
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,13 +52,15 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
     """Download the MNIST files missing from ``data_dir``, verified by MD5.
 
     A file counts as present if ``name`` (e.g. ``train-images-idx3-ubyte.gz``)
-    or its decompressed twin (``train-images-idx3-ubyte``) exists; present
-    files are neither checked nor fetched again.
+    or its decompressed twin (``train-images-idx3-ubyte``) exists, whatever
+    it is; present files are neither checked nor fetched again, nor
+    replaced (:func:`~scratchnet.datasets.load_mnist` reports a damaged one,
+    or one that is not a regular file).
 
     Parameters
     ----------
     data_dir : str or os.PathLike
-        Destination folder, created if needed.
+        Destination folder, created if needed (with its parents).
     mirrors : sequence of str, optional
         Base URLs (http or https) tried in order. Default :data:`MIRRORS`.
     md5 : dict of str to str, optional
@@ -74,12 +78,23 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
     Raises
     ------
     DownloadError
-        If every mirror failed for some file; earlier files stay downloaded.
+        If ``data_dir`` is not a folder and cannot be created as one (it is
+        a file, say), before any request; or if every mirror failed for some
+        file (earlier files stay downloaded).
     """
     mirrors = MIRRORS if mirrors is None else tuple(mirrors)
     md5 = MNIST_MD5 if md5 is None else md5
     directory = Path(data_dir).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:  # there, but not a folder
+            problem = "is a file, not a folder"
+        else:
+            problem = f"cannot be created as a folder ({exc.strerror})"
+        raise DownloadError(
+            f"data_dir {directory} {problem}: pass a folder to download the MNIST files into"
+        ) from None
     fetched = []
     for name, digest in md5.items():
         if not is_present(directory, name):
@@ -88,10 +103,11 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
 
 
 def is_present(directory, name):
-    """True if ``directory`` holds ``name`` or, for ``x.gz``, ``x``."""
+    """True if ``directory`` holds anything called ``name`` or, for ``x.gz``,
+    ``x`` (a FIFO or a dangling symbolic link too: never replaced)."""
     directory = Path(directory)
     plain = name[: -len(".gz")] if name.endswith(".gz") else name
-    return (directory / name).is_file() or (directory / plain).is_file()
+    return os.path.lexists(directory / name) or os.path.lexists(directory / plain)
 
 
 def _fetch(name, digest, directory, mirrors, timeout):

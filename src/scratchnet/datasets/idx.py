@@ -11,15 +11,17 @@ MNIST images have magic 2051 (0x00000803: uint8, 3 dims) and labels magic
 tells by the content (gzip starts with 0x1f 0x8b, IDX with 0x00 0x00), so a
 ``.gz`` file that a browser already decompressed still reads.
 
-The reader trusts nothing: the byte count must equal the header's product
-exactly (fewer is a truncated file, more is trailing garbage) and a gzip
-stream must end properly. Every problem is an :class:`MNISTError` naming the
-file.
+The reader trusts nothing: it opens regular files only (never a FIFO or a
+device, which could block or never end), the byte count must equal the
+header's product exactly (fewer is a truncated file, more is trailing
+garbage) and a gzip stream must end properly. Every problem is an
+:class:`MNISTError` naming the file.
 """
 
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -79,7 +81,8 @@ def read_idx(path, *, magic=None):
     MissingFileError
         If ``path`` does not exist.
     MNISTError
-        On a truncated or corrupt gzip stream, an invalid or unexpected magic
+        If ``path`` is not a regular file (a FIFO, a device, a folder); on a
+        truncated or corrupt gzip stream, an invalid or unexpected magic
         number, or a body shorter (truncated) or longer (trailing garbage)
         than the header's dimensions say.
     """
@@ -92,7 +95,7 @@ def read_idx_digest(path, *, magic=None, digest=True):
     decompressed bytes (header and body), or None if ``digest`` is False."""
     path = Path(path)
     try:
-        with open(path, "rb") as raw:
+        with open_regular(path) as raw:
             compressed = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
             if not compressed:
@@ -138,8 +141,11 @@ def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
             f"{path}: header says {shape} ({nbytes} data bytes), "
             f"more than the file can hold: truncated or damaged header"
         )
-    array = np.empty(shape, dtype=dtype)
-    got = _readinto_full(stream, _byte_view(array))
+    try:
+        array = np.empty(shape, dtype=dtype)
+    except (ValueError, MemoryError) as exc:  # > 64 dimensions, or 0 x huge x huge
+        raise MNISTError(f"{path}: header shape {shape} is not an array NumPy can hold ({exc})") from None
+    got = readinto_full(stream, byte_view(array))
     if got != nbytes:
         raise MNISTError(
             f"{path}: truncated: header {shape} needs {nbytes} data bytes, file has {got}"
@@ -151,14 +157,14 @@ def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
     hexdigest = None
     if digest:
         h = hashlib.sha256(head)
-        h.update(_byte_view(array))
+        h.update(byte_view(array))
         hexdigest = h.hexdigest()
     if dtype.byteorder == ">":
         array = array.astype(dtype.newbyteorder("="))
     return array, hexdigest
 
 
-def _byte_view(array):
+def byte_view(array):
     """A flat writable byte view of a C-contiguous array (any byte order)."""
     return memoryview(array.reshape(-1).view(np.uint8))
 
@@ -170,7 +176,7 @@ def _read_exact(stream, n, path, what):
     return data
 
 
-def _readinto_full(stream, view):
+def readinto_full(stream, view):
     """Fill ``view`` from ``stream``; return how many bytes were read."""
     total = 0
     while total < len(view):
@@ -179,3 +185,57 @@ def _readinto_full(stream, view):
             break
         total += n
     return total
+
+
+# Non-blocking, so that opening a FIFO (put there after the os.stat check)
+# returns at once instead of waiting for a writer; no controlling terminal.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_OPEN_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_regular(path, max_bytes=None):
+    """Open ``path`` (symlinks followed) for binary reading if it is a
+    regular file of at most ``max_bytes`` bytes.
+
+    The type is checked before opening (a FIFO or a device is never opened)
+    and again on the open descriptor, which a race cannot change; the open
+    itself does not block. Raises MNISTError naming the path and what it is,
+    FileNotFoundError if it does not exist.
+    """
+    _check_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        info = os.fstat(fd)
+        _check_regular(path, info.st_mode)
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise MNISTError(f"{path}: {info.st_size} bytes, more than the {max_bytes} it can be")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)  # a regular file: reads as usual
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_kind(mode):
+    """What a file of ``os.stat`` mode ``mode`` is, in words: "a file",
+    "a folder", "a FIFO (named pipe)", ..."""
+    for is_kind, kind in [
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]:
+        if is_kind(mode):
+            return kind
+    return "of an unknown kind"
+
+
+def _check_regular(path, mode):
+    if not stat.S_ISREG(mode):
+        raise MNISTError(
+            f"{path}: {file_kind(mode)}, not a regular file; scratchnet reads datasets only "
+            "from regular files: put the file itself there"
+        )

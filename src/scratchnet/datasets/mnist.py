@@ -3,12 +3,17 @@
 The four MNIST files ship in ``scratchnet/datasets/data/``. The first load
 parses them with the strict IDX reader, checks the SHA-256 of each
 decompressed file against the published digests, and caches the uint8 arrays
-as ``.npy`` files; later loads read the cache. The cache is never trusted:
-a JSON manifest, written last, records each ``.npy`` file's shape, dtype and
-SHA-256, and any disagreement (truncation, bit flip, wrong shape, missing
-file, unreadable manifest) means the cache is rebuilt from the source files.
-Every cache file is written atomically, so a crash leaves no half-written
-file behind.
+as ``.npy`` files; later loads read the cache. The cache is trusted only for
+what it proves. A JSON manifest, written last, records each ``.npy`` file's
+shape, dtype and SHA-256. Only regular files are read (never a FIFO or a
+device), each no larger than it can be; the manifest is bounded in size and
+nesting; a ``.npy`` header must be byte for byte the one written for the
+manifest's shape (numpy's header parser is never run on it); and the arrays
+must be MNIST layout: uint8 images (N, 28, 28), uint8 labels 0-9, the same N
+within a split. Any failure of any kind (truncation, bit flip, wrong shape,
+missing or special file, forged contents) means the cache folder is removed
+and rebuilt from the source files. Every cache file is written atomically,
+so a crash leaves no half-written file behind.
 
 Cache folder: ``$SCRATCHNET_CACHE_DIR`` if set, else
 ``$XDG_CACHE_HOME/scratchnet``, else ``~/.cache/scratchnet``; inside it,
@@ -17,16 +22,27 @@ different data folders never collide.
 """
 
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_write
 from .download import download_mnist
-from .idx import MissingFileError, MNISTError, read_idx_digest
+from .idx import (
+    MissingFileError,
+    MNISTError,
+    byte_view,
+    file_kind,
+    open_regular,
+    read_idx_digest,
+    readinto_full,
+)
 
 __all__ = ["load_mnist", "cache_dir", "FILES", "SHIPPED_SHA256"]
 
@@ -54,11 +70,12 @@ IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
 
 _CACHE_FORMAT = 1
+_CACHE_DTYPE = np.dtype(np.uint8)
 _MANIFEST = "manifest.json"
-_NPY_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
+# The manifest written is under 1 kB with 10 brackets ({ and [); a larger or
+# deeper one is not ours, and is refused before json.loads can recurse on it.
+_MAX_MANIFEST_BYTES = 2**16
+_MAX_MANIFEST_BRACKETS = 16
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=False):
@@ -80,10 +97,11 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
     data_dir : str or os.PathLike, optional
         A folder holding the four IDX files, each as ``name.gz`` or ``name``
         (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-        ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``). Default:
-        the MNIST files shipped with scratchnet, verified against their
-        published SHA-256 digests. Files of your own (e.g. Fashion-MNIST)
-        get the strict format checks only.
+        ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``), as regular
+        files or symbolic links to regular files; ``name.gz`` is used if both
+        exist. Default: the MNIST files shipped with scratchnet, verified
+        against their published SHA-256 digests. Files of your own (e.g.
+        Fashion-MNIST) get the strict format checks only.
     download : bool, optional
         If True and ``data_dir`` lacks files, fetch them first from the MNIST
         mirrors (see :func:`scratchnet.datasets.download_mnist`). Ignored
@@ -97,21 +115,44 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
 
     Raises
     ------
+    TypeError
+        If a flag is not True or False (NumPy bools count), or ``data_dir``
+        is not None, a str or an os.PathLike.
     MissingFileError
-        If a file is missing; the message names it and how to provide it.
+        If a file is missing (or is a symbolic link to nothing); the message
+        names it and how to provide it.
     MNISTError
-        If a file is damaged or inconsistent: truncated or corrupt gzip,
-        wrong magic number, body size not matching the header, images not
-        28x28, image and label counts differing, a label above 9, or a
-        shipped file whose SHA-256 does not match.
+        If ``data_dir`` exists but is not a folder; if a data file is not a
+        regular file (a FIFO, a device, a folder); if a file is damaged or
+        inconsistent: truncated or corrupt gzip, wrong magic number, body
+        size not matching the header, images not 28x28, image and label
+        counts differing, a label above 9, or a shipped file whose SHA-256
+        does not match.
     DownloadError
         If ``download=True`` and every mirror failed for a missing file.
+    OSError
+        If a file or folder exists but cannot be read (e.g. permissions).
 
     Notes
     -----
-    The parsed uint8 arrays are cached in :func:`cache_dir`; a cache that
-    cannot be written (read-only or full disk) is skipped silently.
+    The parsed uint8 arrays are cached in :func:`cache_dir`. A cache that
+    fails to load in any way (damaged, replaced, or not MNIST layout) is
+    removed and rebuilt from the data files; a cache that cannot be written
+    (read-only or full disk) is skipped silently. Errors are never raised
+    because of the cache.
     """
+    for name, flag in [
+        ("normalize", normalize),
+        ("flatten", flatten),
+        ("one_hot_label", one_hot_label),
+        ("download", download),
+    ]:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"load_mnist: {name} must be True or False, got {flag!r}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"load_mnist: data_dir must be a folder path (str or os.PathLike) or None, got {data_dir!r}"
+        )
     raw = _load_raw(data_dir, download)
     x_train = _images(raw.pop("x_train"), normalize, flatten)
     x_test = _images(raw.pop("x_test"), normalize, flatten)
@@ -161,6 +202,7 @@ def _load_raw(data_dir, download):
         directory, expected = SHIPPED_DIR, SHIPPED_SHA256
     else:
         directory, expected = Path(data_dir).expanduser(), None
+        _check_folder(directory)
         if download:
             download_mnist(directory)
     paths = {key: _find(directory, name, data_dir is None) for key, name in FILES.items()}
@@ -172,10 +214,39 @@ def _load_raw(data_dir, download):
     return arrays
 
 
+def _check_folder(directory):
+    """MNISTError if ``directory`` exists but is not a folder."""
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return  # _find (or the download) says what to do
+    except NotADirectoryError:
+        raise MNISTError(f"data_dir {directory}: a part of this path is a file, not a folder") from None
+    if not stat.S_ISDIR(mode):
+        raise MNISTError(
+            f"data_dir {directory} is {file_kind(mode)}, not a folder: pass the folder "
+            "that holds the four MNIST files (or, with download=True, one to download them into)"
+        )
+
+
 def _find(directory, name, shipped):
+    """``directory/name.gz``, else ``directory/name``; a regular file."""
     for path in (directory / f"{name}.gz", directory / name):
-        if path.is_file():
-            return path
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            if path.is_symlink():
+                raise MissingFileError(
+                    f"{path}: a symbolic link to {os.readlink(path)}, which does not exist; "
+                    f"point it at the MNIST file {name}[.gz] or remove it"
+                ) from None
+            continue
+        if not stat.S_ISREG(mode):
+            raise MNISTError(
+                f"{path}: {file_kind(mode)}, not a regular file; replace it with the MNIST "
+                f"file {name} (gzip-compressed or not), or remove it"
+            )
+        return path
     if shipped:
         hint = (
             "the files shipped with scratchnet are missing (a broken install?): "
@@ -209,8 +280,14 @@ def _read_source(paths, expected):
 
 
 def _check_pair(x, t, x_path, t_path):
-    if x.shape[1:] != IMAGE_SHAPE:
-        raise MNISTError(f"{x_path}: images are {x.shape[1]}x{x.shape[2]}, expected 28x28")
+    """MNISTError unless ``x`` is uint8 images (N, 28, 28) and ``t`` uint8
+    labels (N,) in 0..9: what the rest of scratchnet relies on."""
+    if x.dtype != np.uint8 or t.dtype != np.uint8:
+        raise MNISTError(f"{x_path}, {t_path}: images are {x.dtype}, labels {t.dtype}; expected uint8")
+    if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+        raise MNISTError(f"{x_path}: images are {'x'.join(map(str, x.shape[1:]))}, expected 28x28")
+    if t.ndim != 1:
+        raise MNISTError(f"{t_path}: labels of shape {t.shape}, expected (N,)")
     if len(x) != len(t):
         raise MNISTError(f"{x_path} has {len(x)} images but {t_path} has {len(t)} labels")
     bad = np.flatnonzero(t >= N_CLASSES)
@@ -232,30 +309,32 @@ def _cache_key(paths, expected):
 
 def _file_sha256(path):
     h = hashlib.sha256()
-    with open(path, "rb") as file:
+    with open_regular(path) as file:
         while chunk := file.read(2**20):
             h.update(chunk)
     return h.hexdigest()
 
 
 def _write_cache(directory, arrays):
-    """Save ``arrays`` as .npy files plus a manifest, all atomically.
+    """Replace whatever is at ``directory`` with ``arrays`` as .npy files
+    plus a manifest, each written atomically.
 
-    The manifest goes first out and last in, so at no moment does a manifest
-    describe files that are not yet complete. Errors are swallowed: the
-    cache only saves time.
+    What was there failed to load, so it goes first, manifest included; the
+    new manifest goes in last, so at no moment does a manifest describe
+    files that are not yet complete. Errors are swallowed: the cache only
+    saves time.
     """
     try:
+        _remove(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / _MANIFEST).unlink(missing_ok=True)
         entries = {}
         for key, array in arrays.items():
-            path = directory / f"{key}.npy"
-            atomic_write(path, lambda file, a=array: np.save(file, a, allow_pickle=False))
+            header, data = _npy_header(array.shape), byte_view(array)
+            atomic_write(directory / f"{key}.npy", lambda file, parts=(header, data): file.writelines(parts))
             entries[key] = {
                 "shape": list(array.shape),
                 "dtype": array.dtype.str,
-                "sha256": _file_sha256(path),
+                "sha256": _sha256(header, data),
             }
         text = json.dumps({"format": _CACHE_FORMAT, "arrays": entries}, indent=1)
         atomic_write(directory / _MANIFEST, lambda file: file.write(text.encode("utf-8")))
@@ -263,48 +342,79 @@ def _write_cache(directory, arrays):
         pass
 
 
+def _remove(path):
+    """Remove whatever is at ``path``: a folder with its contents, or a file,
+    FIFO or symbolic link (not its target)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _read_cache(directory):
-    """The cached arrays, or None if absent or damaged in any way."""
+    """The cached arrays, or None if absent, damaged, or not MNIST layout."""
     try:
-        manifest = json.loads((directory / _MANIFEST).read_text("utf-8"))
-        entries = manifest["arrays"]
-        if manifest["format"] != _CACHE_FORMAT or set(entries) != set(FILES):
-            return None
-        arrays = {}
-        for key, entry in entries.items():
-            path = directory / f"{key}.npy"
-            array = _read_npy(path, tuple(entry["shape"]), np.dtype(entry["dtype"]))
-            if array is None or _npy_sha256(path, array) != entry["sha256"]:
-                return None
-            arrays[key] = array
+        entries = _read_manifest(directory / _MANIFEST)
+        arrays = {key: _read_npy(directory / f"{key}.npy", *entry) for key, entry in entries.items()}
+        for split in ("train", "test"):
+            x_key, t_key = f"x_{split}", f"t_{split}"
+            _check_pair(arrays[x_key], arrays[t_key], f"{x_key}.npy", f"{t_key}.npy")
         return arrays
-    except (OSError, ValueError, TypeError, KeyError, EOFError, SyntaxError):
-        # Unreadable file or manifest of the wrong structure: rebuild.
+    except Exception:
+        # Whatever went wrong (numpy, json and the OS raise many types), the
+        # cache proves nothing: rebuild it from the strictly checked sources.
         return None
 
 
-def _read_npy(path, shape, dtype):
-    """np.load ``path`` after checking its header, so that a damaged header
-    can neither allocate a wrong size nor yield a wrong shape or dtype."""
-    with open(path, "rb") as file:
-        version = np.lib.format.read_magic(file)
-        if version not in _NPY_HEADER_READERS:
-            return None
-        header = _NPY_HEADER_READERS[version](file)
-        nbytes = math.prod(shape) * dtype.itemsize
-        size_ok = os.fstat(file.fileno()).st_size == file.tell() + nbytes
-        if header != (shape, False, dtype) or not size_ok:
-            return None
-        file.seek(0)
-        array = np.load(file, allow_pickle=False)
-    return array if array.shape == shape and array.dtype == dtype else None
+def _read_manifest(path):
+    """{array name: (shape, SHA-256)} from the manifest; ValueError unless it
+    could be one _write_cache wrote."""
+    with open_regular(path, _MAX_MANIFEST_BYTES) as file:
+        data = file.read(_MAX_MANIFEST_BYTES + 1)
+    if len(data) > _MAX_MANIFEST_BYTES or data.count(b"[") + data.count(b"{") > _MAX_MANIFEST_BRACKETS:
+        raise ValueError(f"{path}: larger or more deeply nested than any manifest written")
+    manifest = json.loads(data.decode("utf-8"))
+    entries = manifest["arrays"]
+    if manifest["format"] != _CACHE_FORMAT or set(entries) != set(FILES):
+        raise ValueError(f"{path}: not a manifest of this cache format")
+    result = {}
+    for key, entry in entries.items():
+        shape = tuple(entry["shape"])
+        if entry["dtype"] != _CACHE_DTYPE.str or not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"{path}: {key} is not a uint8 array of a valid shape")
+        result[key] = shape, entry["sha256"]
+    return result
 
 
-def _npy_sha256(path, array):
-    """SHA-256 of the .npy file ``array`` was loaded from, hashing the
-    header from disk and the data from memory (no second read)."""
-    with open(path, "rb") as file:
-        header = file.read(os.fstat(file.fileno()).st_size - array.nbytes)
-    h = hashlib.sha256(header)
-    h.update(memoryview(array.reshape(-1).view(np.uint8)))
+def _read_npy(path, shape, sha256):
+    """The uint8 array of ``shape`` in the .npy file ``path``; ValueError
+    unless the file is exactly the header _write_cache writes for ``shape``
+    followed by the data, with SHA-256 ``sha256``. Nothing in the file is
+    parsed, and nothing is allocated before its size is known to match."""
+    header = _npy_header(shape)
+    size = len(header) + math.prod(shape) * _CACHE_DTYPE.itemsize
+    with open_regular(path, size) as file:
+        if os.fstat(file.fileno()).st_size != size or file.read(len(header)) != header:
+            raise ValueError(f"{path}: not the .npy file the manifest describes")
+        array = np.empty(shape, _CACHE_DTYPE)
+        data = byte_view(array)
+        if readinto_full(file, data) != len(data):
+            raise ValueError(f"{path}: truncated")
+    if _sha256(header, data) != sha256:
+        raise ValueError(f"{path}: SHA-256 does not match the manifest")
+    return array
+
+
+def _npy_header(shape):
+    """The .npy header (format 1.0) that np.save writes for a uint8 array of ``shape``."""
+    header = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(_CACHE_DTYPE)
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def _sha256(*parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
     return h.hexdigest()
