@@ -10,7 +10,7 @@ array([6., 8.])
 
 from .backends import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
 from .datasets import load_mnist
-from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
+from .functions import cross_entropy_error, sigmoid, softmax, sum_squared_error, sum_squares_error
 from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
@@ -33,6 +33,7 @@ __all__ = [
     "set_num_threads",
     "sigmoid",
     "softmax",
+    "sum_squared_error",
     "sum_squares_error",
     "train",
     "TwoLayerNet",
