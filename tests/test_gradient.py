@@ -639,3 +639,12 @@ def test_gradient_descent_argument_types(kwargs, error, match):
     else:
         with pytest.raises(error, match=match):
             sn.gradient_descent(function_2, **kwargs)
+
+
+def test_gradient_descent_of_an_empty_x_returns_at_once():
+    # Found by the fuzz tests: no step calls f, so 10**12 steps of nothing
+    # used to run for hours. An empty x cannot change: it returns at once.
+    x = sn.gradient_descent(lambda v: 0.0, np.empty((0, 2)), step_num=10**12)
+    assert x.shape == (0, 2)
+    x, history = sn.gradient_descent(lambda v: 0.0, np.empty(0), step_num=10**12, return_history=True)
+    assert x.shape == (0,) and history.shape == (10**12, 0)

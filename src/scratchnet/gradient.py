@@ -70,7 +70,7 @@ def numerical_diff(f, x, h=1e-4):
     """
     h = _check_step(h)
     if _is_real_scalar(x):
-        x = float(x)
+        x = float(x) if isinstance(x, np.ndarray) else _as_real(x)
         if not math.isfinite(x):
             raise ValueError(f"x: {x} is not finite; the derivative there is meaningless, pass a finite x")
         _check_step_survives(x, h, "x")
@@ -232,7 +232,8 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, *, return_history=False):
         Learning rate: a positive finite real number (a bool or a string is
         refused). The chapter shows 10 (diverges) and 1e-10 (barely moves).
     step_num : int, optional
-        Number of steps, >= 0.
+        Number of steps, >= 0. An empty ``init_x`` returns at once: no step
+        could change it.
     return_history : bool, optional
         Also return the trajectory, as the chapter does to plot it. Without
         it no history is kept: memory does not grow with ``step_num``.
@@ -268,12 +269,14 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, *, return_history=False):
     if not np.isfinite(x).all():
         raise ValueError("init_x: contains NaN or inf; start from a finite point")
     if isinstance(step_num, bool) or not isinstance(step_num, numbers.Integral) or step_num < 0:
-        raise ValueError(f"step_num: expected a non-negative integer, got {step_num!r}")
+        raise ValueError(f"step_num: expected a non-negative integer, got {_short(step_num)}")
     step_num = int(step_num)
     lr = _check_lr(lr)
     if not isinstance(return_history, (bool, np.bool_)):
         raise TypeError(f"return_history: expected True or False, got {return_history!r}")
     history = _allocate_history(step_num, x.shape) if return_history else None
+    if x.size == 0:
+        return (x, history) if return_history else x  # nothing to move: no step calls f
     for i in range(step_num):
         if history is not None:
             history[i] = x
@@ -295,8 +298,8 @@ def _allocate_history(step_num, shape):
     except (MemoryError, ValueError, OverflowError):  # ValueError: "array is too big"
         nbytes = 8 * step_num * math.prod(shape)
         raise MemoryError(
-            f"step_num: a history of {step_num} steps of {math.prod(shape)} elements needs "
-            f"{nbytes / 2**30:.4g} GiB; pass return_history=False or fewer steps"
+            f"step_num: a history of {step_num} steps of {math.prod(shape)} elements ({nbytes / 2**30:.4g} GiB) "
+            "cannot be allocated; pass return_history=False or fewer steps"
         ) from None
 
 
@@ -309,10 +312,22 @@ def as_float_copy(a, name="init_x"):
 
 
 # -- argument checks -------------------------------------------------------------
+def _as_real(v):
+    """``v`` as a float if it is a real number (not a bool), else None. An
+    integer beyond float64's range becomes +-inf, to be refused as such."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
 def _check_step(h):
-    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not math.isfinite(h) or h <= 0:
-        raise ValueError(f"h: expected a positive finite step, got {h!r}")
-    h = float(h)
+    value = _as_real(h)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"h: expected a positive finite step, got {_short(h)}")
+    h = value
     if h < _TINY:
         raise ValueError(
             f"h: {h!r} is subnormal (below {_TINY:.4g}): it has lost precision bits and 1 / (2h) overflows; "
@@ -332,18 +347,18 @@ def _check_step_survives(x, h, where):
 
 
 def _check_lr(lr):
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+    value = _as_real(lr)
+    if value is None:
         hint = ""
         if isinstance(lr, str):
             try:
                 hint = f"; pass lr={float(lr)!r}"
             except ValueError:
                 pass
-        raise ValueError(f"lr: expected a positive finite real number, got {lr!r} ({type(lr).__name__}){hint}")
-    value = float(lr)
+        raise ValueError(f"lr: expected a positive finite real number, got {_short(lr)} ({type(lr).__name__}){hint}")
     if not math.isfinite(value) or value <= 0:
         hint = " (a negative rate climbs; to maximise f, minimise -f)" if value < 0 else ""
-        raise ValueError(f"lr: expected a positive finite real number, got {lr!r}{hint}")
+        raise ValueError(f"lr: expected a positive finite real number, got {_short(lr)}{hint}")
     return value
 
 
@@ -399,6 +414,12 @@ def _as_scalar(v, shape=None, row_of=None):
             expected = "a real scalar"
         raise TypeError(f"f: must return {expected}, got {type(v).__name__} of shape {a.shape}")
     return float(a.reshape(()))
+
+
+def _short(v):
+    """repr(v), cut short (an int of 400 digits, a long string)."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _first(mask):
