@@ -14,6 +14,7 @@ from .functions import cross_entropy_error, sigmoid, softmax, sum_squared_error,
 from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
+from .simple_net import SimpleNet, simpleNet
 from .training import History, train
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ __all__ = [
     "set_backend",
     "set_num_threads",
     "sigmoid",
+    "SimpleNet",
+    "simpleNet",
     "softmax",
     "sum_squared_error",
     "sum_squares_error",
