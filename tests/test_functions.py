@@ -162,6 +162,14 @@ def test_sum_squares_error_matches_naive(rng):
     assert sn.sum_squares_error(y, t) == pytest.approx(naive.sum_squares_error(y, t), rel=(n + 2) * EPS, abs=0)
 
 
+def test_sum_squared_error_is_the_reference_codes_name():
+    # the textbook's reference code calls it sum_squared_error: the same function
+    assert sn.sum_squared_error is sn.sum_squares_error
+    y = [0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]
+    t = [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert sn.sum_squared_error(np.array(y), np.array(t)) == pytest.approx(0.0975, rel=4 * EPS)
+
+
 def test_sum_squares_error_shape_mismatch():
     with pytest.raises(ValueError, match=r"t: shape \(3,\) does not match y's shape \(2,\)"):
         sn.sum_squares_error(np.zeros(2), np.zeros(3))

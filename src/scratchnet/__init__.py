@@ -11,10 +11,11 @@ array([6., 8.])
 from ._threads import get_num_threads, set_num_threads
 from .backends import available_backends, get_backend, set_backend
 from .datasets import load_mnist
-from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
+from .functions import cross_entropy_error, sigmoid, softmax, sum_squared_error, sum_squares_error
 from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
+from .simple_net import SimpleNet, simpleNet
 from .training import History, train
 
 __version__ = "0.1.0"
@@ -33,7 +34,10 @@ __all__ = [
     "set_backend",
     "set_num_threads",
     "sigmoid",
+    "SimpleNet",
+    "simpleNet",
     "softmax",
+    "sum_squared_error",
     "sum_squares_error",
     "train",
     "TwoLayerNet",

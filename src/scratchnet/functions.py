@@ -142,3 +142,7 @@ def _raise_bad_probabilities(y, labels):
             i = int(np.argmax(bad))
             raise ValueError(f"y: y[{i}, {labels[i]}] (the true class's probability) is {what}: {picked[i]!r}")
     raise ValueError("y: the loss is not finite")  # unreachable: the cases above are exhaustive
+
+
+# The name the textbook's reference code gives the same function.
+sum_squared_error = sum_squares_error
