@@ -149,6 +149,18 @@ def test_step_size_study_has_both_regimes(figures):
         assert err[np.argmin(np.abs(h - 1e-4))] < 1e-9, name
     ref_h, ref = _line(ax, "$h^2$").get_data()
     np.testing.assert_allclose(ref / ref_h**2, ref[0] / ref_h[0] ** 2, rtol=1e-12)
+    # The series method (right panel): the same truncation, and no
+    # cancellation: for tiny h only the rounding of the step itself,
+    # fl(p + h) - p, remains: ulp(p) / 2h relative, far below the perturbed
+    # losses' eps |L| / h, and nothing at all for the fresh net's biases (p = 0).
+    left, right = figures["step_size"].axes[:2]
+    for name in ("W1", "b1", "W2", "b2"):
+        h, err = _line(right, name).get_data()
+        big, small = h >= 1e-3, h <= 1e-8
+        assert 1.9 < _slope(h[big], err[big]) < 2.1, name
+        assert np.all(err[small] < _line(left, name).get_data()[1][small] / 100), name
+        if name in ("b1", "b2"):
+            assert err[small].max() < 1e-15, name
 
 
 def test_step_size_errors_is_what_gradient_check_measures():

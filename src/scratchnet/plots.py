@@ -17,7 +17,7 @@ gradient_field.png     the negative gradient of x0^2 + x1^2 on a grid
 gradient_descent.png   the descent path from (-3, 4), lr 0.1, 20 steps
 learning_rate.png      distance to the minimum for lr 0.1, 10 and 1e-10
 simple_net.png         simpleNet's W and the gradient of its loss
-step_size.png          central difference vs backprop as h goes 1e-1..1e-10
+step_size.png          central difference vs backprop as h goes 1e-1..1e-10, by both methods
 =====================  ====================================================
 """
 
@@ -231,7 +231,7 @@ def simple_net_figure(W=CHAPTER_SIMPLE_NET_W, x=CHAPTER_SIMPLE_NET_X, t=CHAPTER_
 STEP_SIZES = tuple(np.logspace(-1, -10, 19))
 
 
-def step_size_errors(net, x, t, hs=STEP_SIZES):
+def step_size_errors(net, x, t, hs=STEP_SIZES, method="series"):
     """``max |numerical - backprop|`` per parameter group, for each step ``h``.
 
     Parameters
@@ -239,6 +239,8 @@ def step_size_errors(net, x, t, hs=STEP_SIZES):
     net : TwoLayerNet
     x, t : a batch, as :meth:`TwoLayerNet.numerical_gradient` takes it
     hs : sequence of float
+    method : {"series", "perturbed"}, optional
+        The method of :meth:`TwoLayerNet.numerical_gradient`.
 
     Returns
     -------
@@ -248,27 +250,53 @@ def step_size_errors(net, x, t, hs=STEP_SIZES):
     exact = net.gradient(x, t)
     errors = {name: np.empty(len(hs)) for name in exact}
     for i, h in enumerate(hs):
-        numerical = net.numerical_gradient(x, t, h=h)
+        numerical = net.numerical_gradient(x, t, h=h, method=method)
         for name in exact:
             errors[name][i] = np.max(np.abs(numerical[name] - exact[name]))
     return errors
 
 
+def _step_size_panel(ax, hs, errors, title, rounding_line):
+    for name, err in errors.items():
+        ax.loglog(hs, err, marker="o", markersize=3, label=name)
+    # h^2 through the largest error at the largest step, where truncation rules
+    top = max(errors, key=lambda k: errors[k][np.argmax(hs)])
+    c = errors[top][np.argmax(hs)] / np.max(hs) ** 2
+    ax.loglog(hs, c * hs**2, linestyle="--", color="gray", label=f"$h^2$: truncation (through {top})")
+    if rounding_line:  # 1/h through the largest error at the smallest step, where rounding rules
+        low = max(errors, key=lambda k: errors[k][np.argmin(hs)])
+        r = errors[low][np.argmin(hs)] * np.min(hs)
+        ax.loglog(hs, r / hs, linestyle="-.", color="gray", label=f"$1/h$: rounding (through {low})")
+    ax.axvline(1e-4, linestyle=":", color="black", linewidth=0.8, label="the chapter's h = 1e-4")
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("step h")
+    ax.legend(loc="upper center", fontsize="x-small")
+
+
 def step_size_figure(batch_size=100, hs=STEP_SIZES, seed=0):
-    """Error of the central difference against backprop as the step ``h`` shrinks.
+    """Error of the central difference against backprop as the step ``h`` shrinks, by both methods.
 
     The chapter's net, ``TwoLayerNet(784, 50, 10)`` with weights from
-    ``seed``, on the first ``batch_size`` MNIST training images. For large
-    ``h`` the error is the truncation ``h^2 f''' / 6``, a line of slope 2 on
-    log-log axes; for small ``h`` rounding of the loss, divided by ``2h``,
-    takes over and grows as ``1 / h``. The chapter's 1e-4 sits near the
-    bottom of the V.
+    ``seed``, on the first ``batch_size`` MNIST training images. Left, the
+    perturbed losses (the chapter's way of evaluating the central
+    difference): for large ``h`` the error is the truncation
+    ``h^2 f''' / 6``, a line of slope 2 on log-log axes; for small ``h`` the
+    rounding of the loss, divided by ``2h``, takes over and grows as
+    ``1 / h``; the chapter's 1e-4 sits near the bottom of the V. Right, the
+    same central differences summed from their series in ``h`` (scratchnet's
+    default): no difference of nearly equal losses is formed. What remains
+    for tiny ``h`` is the rounding of the step itself: the loop's step
+    ``fl(p + h) - p`` differs from ``h`` by up to half an ulp of ``p``, a
+    relative error of ``ulp(p) / 2h`` that belongs to the loop's quantity
+    (zero for parameters at 0, as fresh biases are), orders of magnitude
+    below the rounding of the perturbed losses.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One line per parameter group (labelled ``W1``, ``b1``, ``W2``,
-        ``b2``), and the reference lines labelled ``$h^2$...`` and ``$1/h$...``.
+        Two panels, each with one line per parameter group (labelled
+        ``W1``, ``b1``, ``W2``, ``b2``) and the reference lines labelled
+        ``$h^2$...`` (and ``$1/h$...`` on the left).
     """
     from .datasets import load_mnist
     from .network import TwoLayerNet
@@ -277,27 +305,19 @@ def step_size_figure(batch_size=100, hs=STEP_SIZES, seed=0):
     x, t = x_train[:batch_size], t_train[:batch_size]
     net = TwoLayerNet(784, 50, 10, seed=seed)
     hs = np.asarray(hs, dtype=np.float64)
-    errors = step_size_errors(net, x, t, hs)
+    perturbed = step_size_errors(net, x, t, hs, method="perturbed")
+    series = step_size_errors(net, x, t, hs, method="series")
 
-    fig = _figure(figsize=(6.4, 4.8))
-    ax = fig.add_subplot()
-    for name, err in errors.items():
-        ax.loglog(hs, err, marker="o", markersize=3, label=name)
-    # h^2 through the largest error at the largest step, where truncation rules
-    top = max(errors, key=lambda k: errors[k][np.argmax(hs)])
-    c = errors[top][np.argmax(hs)] / np.max(hs) ** 2
-    ax.loglog(hs, c * hs**2, linestyle="--", color="gray", label=f"$h^2$: truncation (through {top})")
-    # 1/h through the largest error at the smallest step, where rounding rules
-    low = max(errors, key=lambda k: errors[k][np.argmin(hs)])
-    r = errors[low][np.argmin(hs)] * np.min(hs)
-    ax.loglog(hs, r / hs, linestyle="-.", color="gray", label=f"$1/h$: rounding (through {low})")
-    ax.axvline(1e-4, linestyle=":", color="black", linewidth=0.8, label="the chapter's h = 1e-4")
-    lowest, highest = min(np.min(e) for e in errors.values()), max(np.max(e) for e in errors.values())
-    ax.set_ylim(max(1e-17, 0.3 * lowest), 3 * highest)
-    ax.set_title(f"Step size: central difference vs backprop\nTwoLayerNet 784-50-10, {batch_size} MNIST images")
-    ax.set_xlabel("step h")
-    ax.set_ylabel("max |numerical - backprop| per parameter group")
-    ax.legend(loc="upper center", fontsize="small")
+    fig = _figure(figsize=(11.0, 4.8))
+    left, right = fig.subplots(1, 2, sharey=True)
+    _step_size_panel(left, hs, perturbed, "perturbed losses: truncation, then rounding / h", True)
+    _step_size_panel(right, hs, series, "series in h (the default): no cancellation", False)
+    right.set_ylabel("max |numerical - backprop|, by series")
+    every = [e for errors in (perturbed, series) for e in errors.values()]
+    lowest, highest = min(np.min(e) for e in every), max(np.max(e) for e in every)
+    left.set_ylim(max(1e-20, 0.3 * lowest), 3 * highest)
+    left.set_ylabel("max |numerical - backprop| per parameter group")
+    fig.suptitle(f"Step size: central difference vs backprop, TwoLayerNet 784-50-10, {batch_size} MNIST images")
     return fig
 
 
