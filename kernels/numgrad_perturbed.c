@@ -20,6 +20,7 @@
 #define FAST_MAX 2e-4       /* bound on step / 4 * max |W2[j, :]| for hidden_pair_diff_series */
 #define NOMINAL_TOL 0x1p-40 /* a weight's steps within h * NOMINAL_TOL of h count as h */
 #define SAMPLE_CHUNK 4      /* samples per parallel item of distinct_values */
+#define LARGE_SHIFT 700.0   /* beyond this logit shift the two perturbed losses are computed directly */
 
 static inline double expm1_series(double u)
 {
@@ -49,6 +50,27 @@ static double sigmoid_step(double z, double zq, double d)
     return z * zq * expm1_small(d) / (zq + z * exp(d));
 }
 
+/* -log(y_t + 1e-7) after the logits a2_row (k,) move by dz * w_row and logit kk by u more (stable softmax). */
+static double shifted_loss(const double *a2_row, int64_t t, const double *w_row, double dz, int64_t kk, double u,
+                           int64_t k)
+{
+    double m = -INFINITY, total = 0.0;
+    for (int64_t c = 0; c < k; c++) {
+        double v = a2_row[c] + dz * w_row[c] + (c == kk ? u : 0.0);
+        m = v > m ? v : m;
+    }
+    for (int64_t c = 0; c < k; c++)
+        total += exp(a2_row[c] + dz * w_row[c] + (c == kk ? u : 0.0) - m);
+    double et = exp(a2_row[t] + dz * w_row[t] + (t == kk ? u : 0.0) - m);
+    return -log(et / total + SN_DELTA);
+}
+
+/* Loss difference of one sample when logit kk moves by +u_p / -u_m, computed directly (large shifts). */
+static double logit_shift_diff(const double *a2_row, int64_t t, int64_t kk, double u_p, double u_m, int64_t k)
+{
+    return shifted_loss(a2_row, t, a2_row, 0.0, kk, u_p, k) - shifted_loss(a2_row, t, a2_row, 0.0, kk, -u_m, k);
+}
+
 static inline double pair_ratio(double num_p, double sum_p, double num_m, double sum_m)
 {
     return (num_m + SN_DELTA * sum_m) * sum_p / ((num_p + SN_DELTA * sum_p) * sum_m);
@@ -72,12 +94,16 @@ static double shifted_sum(double dz, double s, const double q[4], double wmax, c
     return s + d;
 }
 
-/* Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps. */
+/* Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps.
+ * a2_row (k,): the sample's logits, for logit shifts beyond LARGE_SHIFT. */
 static double hidden_pair_diff(double d_p, double d_m, double z, double zq, double e_t, double w_t, double s,
-                               const double q[4], double wmax, const double *e_row, const double *w_row, int64_t k)
+                               const double q[4], double wmax, const double *e_row, const double *w_row,
+                               const double *a2_row, int64_t t, int64_t k)
 {
     double dz_p = sigmoid_step(z, zq, d_p);
     double dz_m = sigmoid_step(z, zq, -d_m);
+    if ((fabs(dz_p) > fabs(dz_m) ? fabs(dz_p) : fabs(dz_m)) * wmax > LARGE_SHIFT)
+        return shifted_loss(a2_row, t, w_row, dz_p, 0, 0.0, k) - shifted_loss(a2_row, t, w_row, dz_m, 0, 0.0, k);
     double num_p = e_t + e_t * expm1_small(dz_p * w_t);
     double num_m = e_t + e_t * expm1_small(dz_m * w_t);
     double sum_p = shifted_sum(dz_p, s, q, wmax, e_row, w_row, k);
@@ -256,7 +282,7 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
     memset(col, 0, (size_t)d * sizeof *col);
     double acc_b1 = 0.0;
     for (int64_t r = 0; r < n; r++) {
-        const double *e_row = c->f->e + r * k;
+        const double *e_row = c->f->e + r * k, *a2_row = c->f->a2 + r * k;
         int64_t t = c->labels[r];
         double e_t = e_row[t], w_t = w_row[t], s = c->f->s[r], q[4];
         moments(q, e_row, w_row, k);
@@ -264,7 +290,7 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
         if (big_b < SERIES_MAX && big_b * 0.25 * wmax <= FAST_MAX)
             acc_b1 += hidden_pair_diff_series(mb_p, mb_m, z, zq, e_t, w_t, s, q[0], q[1], q[2], q[3]);
         else
-            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
         int64_t lo = b->row_ptr[r], hi = b->row_ptr[r + 1], nd = w->ndist[r];
         double hx = h * w->xmax[r]; /* the sample's largest nominal step */
         if (hx < SERIES_MAX && hx * 0.25 * wmax <= FAST_MAX)
@@ -272,7 +298,7 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
         else
             for (int64_t v = 0; v < nd; v++) {
                 double hv = h * w->value[r * d + v];
-                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
             }
         for (int64_t p = lo; p < hi; p++) {
             int64_t i = b->cols[p];
@@ -284,7 +310,7 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
             } else { /* this pixel's own steps */
                 double x = b->vals[p];
                 double d_p = x * ((pw + h) - pw), d_m = x * (pw - (pw - h));
-                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, k);
+                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
             }
         }
     }
@@ -294,25 +320,33 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
     return 0;
 }
 
-/* Row j of dW2 for the selected logits. scratch: acc, ratio, ld, m_p, m_m (k each). */
+/* Row j of dW2 for the selected logits. scratch: acc, ratio, ld, m_p, m_m (k each), use (k bytes). */
 static void w2_row_gradients(const struct perturbed_ctx *c, double *acc, int64_t j)
 {
     int64_t n = c->b->n, hdim = c->p->h, k = c->p->k;
     double h = c->h, *ratio = acc + k, *ld = ratio + k, *m_p = ld + k, *m_m = m_p + k;
+    uint8_t *use = (uint8_t *)(m_m + k);
     const double *W2 = c->p->W2 + j * k;
     memset(acc, 0, (size_t)k * sizeof *acc);
     for (int64_t r = 0; r < n; r++) {
         int64_t t = c->labels[r];
         double zr = c->f->z[r * hdim + j];
         double mu_p = expm1_small(h * zr), mu_m = expm1_small(-h * zr); /* the nominal step, shared */
+        const double *e_row = c->f->e + r * k, *a2_row = c->f->a2 + r * k;
         for (int64_t cc = 0; cc < k; cc++) {
             double pw = W2[cc];
             int own = c->logits[cc] && !nominal(pw, h);
-            m_p[cc] = own ? expm1_small(zr * ((pw + h) - pw)) : mu_p;
-            m_m[cc] = own ? expm1_small(-zr * (pw - (pw - h))) : mu_m;
+            double u_p = own ? zr * ((pw + h) - pw) : h * zr, u_m = own ? zr * (pw - (pw - h)) : h * zr;
+            m_p[cc] = own ? expm1_small(u_p) : mu_p;
+            m_m[cc] = own ? expm1_small(-u_m) : mu_m;
+            use[cc] = c->logits[cc];
+            if (c->logits[cc] && (u_p > u_m ? u_p : u_m) > LARGE_SHIFT) { /* direct; kept out of the vector pass */
+                acc[cc] += logit_shift_diff(a2_row, t, cc, u_p, u_m, k);
+                use[cc] = 0;
+                m_p[cc] = m_m[cc] = 0.0;
+            }
         }
-        const double *e_row = c->f->e + r * k;
-        logit_pair_diffs(acc, ratio, ld, m_p, m_m, e_row, c->logits, k, t, e_row[t], c->f->s[r]);
+        logit_pair_diffs(acc, ratio, ld, m_p, m_m, e_row, use, k, t, e_row[t], c->f->s[r]);
     }
     for (int64_t cc = 0; cc < k; cc++)
         if (c->logits[cc])
@@ -341,12 +375,16 @@ static void output_bias_gradients(const struct perturbed_ctx *c)
         if (!c->logits[cc])
             continue;
         double pb = c->p->b2[cc];
-        double m_p = expm1_small((pb + h) - pb), m_m = expm1_small(-(pb - (pb - h)));
+        double u_p = (pb + h) - pb, u_m = pb - (pb - h);
+        double m_p = expm1_small(u_p), m_m = expm1_small(-u_m);
         double acc = 0.0;
         for (int64_t r = 0; r < n; r++) {
             int64_t t = c->labels[r];
             const double *e_row = c->f->e + r * k;
-            acc += log_ratio(logit_pair_ratio(m_p, m_m, e_row[cc], cc == t, e_row[t], c->f->s[r]));
+            if ((u_p > u_m ? u_p : u_m) > LARGE_SHIFT)
+                acc += logit_shift_diff(c->f->a2 + r * k, t, cc, u_p, u_m, k);
+            else
+                acc += log_ratio(logit_pair_ratio(m_p, m_m, e_row[cc], cc == t, e_row[t], c->f->s[r]));
         }
         c->g->b2[cc] = acc / (double)n / (2.0 * h);
     }
@@ -358,7 +396,7 @@ int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn
 {
     int slots = sn_pool_slots();
     int64_t dpad = (b->d + SN_LANES - 1) / SN_LANES * SN_LANES, size = table_size(b->d);
-    int64_t len = b->d + dpad > 5 * p->k ? b->d + dpad : 5 * p->k;
+    int64_t len = b->d + dpad > 6 * p->k ? b->d + dpad : 6 * p->k; /* unit: col, diff; W2 row: 5 k doubles + k bytes */
     int any_unit = 0;
     for (int64_t j = 0; j < p->h; j++)
         any_unit |= units[j];

@@ -573,7 +573,7 @@ def test_perturbed_hidden_pair_paths_agree(rng, c):
         z, zq = 1.0 / (1.0 + math.exp(-a)), 1.0 / (1.0 + math.exp(a))
         q = [float(np.sum(e * w**p)) / math.factorial(p) for p in (1, 2, 3, 4)]
         args = (z, zq, e[t], w[t], float(np.sum(e)), *q)
-        got = nw.hidden_pair_diff(d, d, *args, 1.0, e, w)
+        got = nw.hidden_pair_diff(d, d, *args, 1.0, e, w, logits, t)
         if c <= nw.FAST_MAX:
             m_p, m_m = math.expm1(d), math.expm1(-d)
             assert abs(nw.hidden_pair_diff_series(m_p, m_m, *args) - got) <= 2e-15

@@ -14,6 +14,7 @@ loop that should not check every mini-batch again.
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -41,7 +42,10 @@ class TwoLayerNet:
     Attributes
     ----------
     params : dict of str to ndarray of float64
-        ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, K), ``b2`` (K,).
+        ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, K), ``b2`` (K,). Arrays may be
+        replaced, by arrays of these shapes: every method checks them.
+    sizes : tuple of int
+        (D, H, K), fixed at construction.
     """
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *, seed=None):
@@ -54,6 +58,8 @@ class TwoLayerNet:
             raise ValueError(f"weight_init_std: expected a finite number, got {weight_init_std!r}")
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0:
             raise ValueError(f"seed: expected an integer >= 0 (or a Generator or SeedSequence), got {seed!r}")
+        _check_memory(input_size, hidden_size, output_size)
+        self.sizes = (int(input_size), int(hidden_size), int(output_size))
         rng = np.random.default_rng(seed)
         self.params = {
             "W1": weight_init_std * rng.standard_normal((input_size, hidden_size)),
@@ -82,7 +88,7 @@ class TwoLayerNet:
         """Fraction of samples whose largest logit (most probable class) is the label."""
         self.check_params()
         x = self._check_x(x)
-        labels = labels_from_targets(t, x.shape[0], self.params["W2"].shape[1])
+        labels = labels_from_targets(t, x.shape[0], self.sizes[2])
         data = backends.resolve(backend).sparse_rows(x)
         return self.count_correct(data, labels, backend=backend) / len(labels)
 
@@ -172,13 +178,34 @@ class TwoLayerNet:
         return backends.resolve(backend).batch_from_dense(self._check_x(x))
 
     def forward_batch(self, batch, *, backend=None):
-        """The forward pass (a :class:`~scratchnet.backends.structs.Forward`) of a Batch."""
+        """The forward pass (a :class:`~scratchnet.backends.structs.Forward`) of a Batch.
+
+        Raises FloatingPointError, saying which, if x W1 + b1 or the logits
+        overflow (inputs or weights of extreme size).
+        """
         kernels = backends.resolve(backend)
         params = self.kernel_params()
         n, (h, k) = batch.n, params.W2.shape
         fwd = Forward(*(np.empty(shape) for shape in ((n, h), (n, h), (n, h), (n, k), (n, k), (n,), (n, k))))
         kernels.forward(fwd, batch, params)
+        if not (np.isfinite(fwd.a1).all() and np.isfinite(fwd.a2).all()):
+            raise FloatingPointError(self._overflow(fwd, batch))
         return fwd
+
+    def _overflow(self, fwd, batch):
+        """What made a forward pass non-finite: a parameter, the hidden pre-activations or the logits."""
+        for name in PARAM_NAMES:
+            if not np.isfinite(self.params[name]).all():
+                return f"params['{name}']: contains NaN or inf"
+        if not np.isfinite(fwd.a1).all():
+            return (
+                f"x: the hidden pre-activations x W1 + b1 overflow (the largest |x| is {batch.xmax:.3g}, the largest "
+                f"|W1| {np.abs(self.params['W1']).max():.3g}); scale the inputs or the weights"
+            )
+        return (
+            f"params['W2']: the logits z W2 + b2 overflow (the largest |W2| is "
+            f"{np.abs(self.params['W2']).max():.3g}, |b2| {np.abs(self.params['b2']).max():.3g}): the weights diverged"
+        )
 
     def loss_batch(self, batch, labels, *, backend=None):
         """:meth:`loss` of a Batch and labels (N,) intp in range, as checked by the caller."""
@@ -231,13 +258,12 @@ class TwoLayerNet:
                 raise TypeError(f"params['{name}']: expected a numpy array, got {type(a).__name__}")
             if a.dtype != np.float64:
                 raise TypeError(f"params['{name}']: expected float64, got {a.dtype}")
-        d, h = _shape2(p["W1"], "W1")
-        k = _shape2(p["W2"], "W2")[1]
+        d, h, k = self.sizes
         expected = {"W1": (d, h), "b1": (h,), "W2": (h, k), "b2": (k,)}
         for name in PARAM_NAMES:
             if p[name].shape != expected[name]:
                 raise ValueError(
-                    f"params['{name}']: expected shape {expected[name]} (from W1 {(d, h)} and W2's {k} columns), "
+                    f"params['{name}']: expected shape {expected[name]} (TwoLayerNet({d}, {h}, {k})), "
                     f"got {p[name].shape}"
                 )
         return Params(*(np.ascontiguousarray(p[name]) for name in PARAM_NAMES))
@@ -269,7 +295,7 @@ class TwoLayerNet:
         # float32 (load_mnist's pixels) goes to the kernels as it is: they
         # promote it to float64 exactly, as NumPy does in the chapter's code.
         x = np.ascontiguousarray(x) if x.dtype == np.float32 else as_float64(x, "x")
-        d = self.params["W1"].shape[0]
+        d = self.sizes[0]
         if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
             raise ValueError(f"x: expected a batch of shape (N, {d}) with N >= 1, got {x.shape}")
         if not np.isfinite(x).all():
@@ -278,14 +304,22 @@ class TwoLayerNet:
 
     def _checked_batch(self, x, t, backend):
         x = self._check_x(x)
-        labels = labels_from_targets(t, x.shape[0], self.params["W2"].shape[1])
+        labels = labels_from_targets(t, x.shape[0], self.sizes[2])
         return backends.resolve(backend).batch_from_dense(x), labels
 
 
-def _shape2(a, name):
-    if a.ndim != 2:
-        raise ValueError(f"params['{name}']: expected a 2-d array, got shape {a.shape}")
-    return a.shape
+def _check_memory(d, h, k):
+    """Refuse sizes whose parameters alone would not fit in this machine's memory."""
+    need = 8 * (d * h + h + h * k + k)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let NumPy say it
+        return
+    if need > have:
+        raise MemoryError(
+            f"hidden_size: {h} hidden units need {need / 2**30:.3g} GiB for the parameters alone, more than "
+            f"this machine's {have / 2**30:.3g} GiB of memory"
+        )
 
 
 def _check_method(method):

@@ -130,8 +130,7 @@ def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_
 
 def check_data(network, x, t, xname, tname):
     """``x`` (N, D) as given and ``t`` as intp labels (N,), checked against the network's sizes."""
-    d = network.params["W1"].shape[0]
-    k = network.params["W2"].shape[1]
+    d, _, k = network.sizes
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
         raise ValueError(f"{xname}: expected a non-empty array of shape (N, {d}), got shape {x.shape}")
@@ -338,6 +337,9 @@ def train(
         h = check_step(h)
     history, rng = _start(history, seed, iters_num)
     network.check_params(for_numerical=gradient == "numerical")
+    for key in PARAM_NAMES:  # updated in place
+        if not network.params[key].flags.writeable:
+            raise ValueError(f"params['{key}']: read-only array; train updates the parameters in place: pass a copy")
     grad_fn = _gradient_function(network, gradient, h, numgrad_method, backend)
     for i in range(history.iterations_done, iters_num):
         loss = _iteration(network, train_data, kernels, rng, batch_size, learning_rate, grad_fn, backend, i)
@@ -363,8 +365,18 @@ def _iteration(network, data, kernels, rng, batch_size, learning_rate, grad_fn, 
     rows = rng.choice(len(data), batch_size)
     batch = kernels.batch_take(data.rows, rows)
     labels = data.labels[rows]
-    _step(network, grad_fn(batch, labels), learning_rate, i)
-    loss = network.loss_batch(batch, labels, backend=backend)
+    try:
+        _step(network, grad_fn(batch, labels), learning_rate, i)
+        loss = network.loss_batch(batch, labels, backend=backend)
+    except FloatingPointError as exc:
+        message = str(exc)
+        if message.startswith("x:"):  # the data, not the settings
+            message = f"x_train: at iteration {i}, {message.removeprefix('x: ')}"
+        elif message.endswith("contains NaN or inf"):
+            message = f"{message} at iteration {i}, before its update (changed outside train, e.g. by a callback?)"
+        elif message.startswith("params['W2']: the logits"):
+            message = f"learning_rate: at iteration {i}, {message}; try a smaller learning rate"
+        raise FloatingPointError(message) from None
     if not np.isfinite(loss):
         raise FloatingPointError(
             f"learning_rate: training diverged at iteration {i} (loss {loss}); try a smaller learning rate"

@@ -41,6 +41,10 @@ SERIES_MAX = 1e-3
 # holds (derived there); MNIST in [0, 1] with h = 1e-4 meets it for |W2| <= 8.
 FAST_MAX = 2e-4
 NOMINAL_TOL = 2.0**-40  # a step of W1 within h * NOMINAL_TOL of h counts as h
+# Beyond this shift of a logit, exp would overflow in the ratio forms: the two
+# perturbed losses are then computed directly (their difference is then of
+# order 1 or larger, so nothing is lost to cancellation).
+LARGE_SHIFT = 700.0
 
 
 @jit()
@@ -105,6 +109,22 @@ def pair_loss_diff(num_p, sum_p, num_m, sum_m):
 
 
 @jit()
+def shifted_loss(a2_row, t, w_row, dz, k, u):
+    """-log(y_t + DELTA) after the logits move by dz * w_row and logit k by u more (stable softmax).
+
+    For a shift of logit k alone, dz = 0 (then w_row only needs finite entries).
+    """
+    m = -math.inf
+    for c in range(a2_row.shape[0]):
+        m = max(m, a2_row[c] + dz * w_row[c] + (u if c == k else 0.0))
+    total = 0.0
+    for c in range(a2_row.shape[0]):
+        total += math.exp(a2_row[c] + dz * w_row[c] + (u if c == k else 0.0) - m)
+    et = math.exp(a2_row[t] + dz * w_row[t] + (u if t == k else 0.0) - m)
+    return -math.log(et / total + DELTA)
+
+
+@jit()
 def logit_pair_diff(m_p, m_m, e_k, is_true, e_t, s):
     """Loss difference of one sample when logit k moves by +u+ / -u-; m_p, m_m = expm1(u+), expm1(-u-).
 
@@ -133,10 +153,15 @@ def shifted_sum(dz, s, q1, q2, q3, q4, wmax, e_row, w_row):
 
 
 @jit()
-def hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row):
-    """Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps."""
+def hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t):
+    """Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps.
+
+    a2_row (K,): the sample's logits, for logit shifts beyond LARGE_SHIFT.
+    """
     dz_p = sigmoid_step(z, zq, d_p)
     dz_m = sigmoid_step(z, zq, -d_m)
+    if max(abs(dz_p), abs(dz_m)) * wmax > LARGE_SHIFT:
+        return shifted_loss(a2_row, t, w_row, dz_p, 0, 0.0) - shifted_loss(a2_row, t, w_row, dz_m, 0, 0.0)
     num_p = e_t + e_t * expm1_small(dz_p * w_t)
     num_m = e_t + e_t * expm1_small(dz_m * w_t)
     sum_p = shifted_sum(dz_p, s, q1, q2, q3, q4, wmax, e_row, w_row)
@@ -232,7 +257,7 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
     col[:] = 0.0
     acc_b1 = 0.0
     for r in range(n):
-        e_row = fwd.e[r]
+        e_row, a2_row = fwd.e[r], fwd.a2[r]
         t = labels[r]
         e_t, w_t, s = e_row[t], w_row[t], fwd.s[r]
         q1, q2, q3, q4 = moments(e_row, w_row)
@@ -240,7 +265,7 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
         if max(hp_b, hm_b) < SERIES_MAX and max(hp_b, hm_b) * 0.25 * wmax <= FAST_MAX:
             acc_b1 += hidden_pair_diff_series(mb_p, mb_m, z, zq, e_t, w_t, s, q1, q2, q3, q4)
         else:
-            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row)
+            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
         lo = batch.row_ptr[r]
         hx = h * xmax[r]  # the sample's largest nominal step
         if hx < SERIES_MAX and hx * 0.25 * wmax <= FAST_MAX:
@@ -249,7 +274,7 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
         else:
             for v in range(ndist[r]):
                 hv = h * value[lo + v]
-                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row)
+                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
         for p in range(lo, batch.row_ptr[r + 1]):
             i = batch.cols[p]
             pw = params.W1[i, j]
@@ -258,7 +283,7 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
             else:  # this pixel's own steps
                 x = batch.vals[p]
                 d_p, d_m = x * ((pw + h) - pw), x * (pw - (pw - h))
-                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row)
+                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
     for i in range(d):
         grads.W1[i, j] = col[i] / n / (2.0 * h)
     grads.b1[j] = acc_b1 / n / (2.0 * h)
@@ -283,10 +308,15 @@ def w2_row_gradients(grads, acc, fwd, labels, params, h, logits, j):
         for c in range(k):
             if logits[c]:
                 pw = params.W2[j, c]
+                u_p, u_m = h * zr, h * zr
                 m_p, m_m = mu_p, mu_m
                 if not nominal(pw, h):
-                    m_p, m_m = expm1_small(zr * ((pw + h) - pw)), expm1_small(-zr * (pw - (pw - h)))
-                acc[c] += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])
+                    u_p, u_m = zr * ((pw + h) - pw), zr * (pw - (pw - h))
+                    m_p, m_m = expm1_small(u_p), expm1_small(-u_m)
+                if max(u_p, u_m) > LARGE_SHIFT:
+                    acc[c] += logit_shift_diff(fwd.a2[r], t, c, u_p, u_m)
+                else:
+                    acc[c] += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])
     for c in range(k):
         if logits[c]:
             grads.W2[j, c] = acc[c] / n / (2.0 * h)
@@ -307,17 +337,27 @@ def hidden_items(grads, batch, labels, fwd, params, h, units, logits, dv):
 
 
 @jit()
+def logit_shift_diff(a2_row, t, k, u_p, u_m):
+    """Loss difference of one sample when logit k moves by +u_p / -u_m, computed directly (large shifts)."""
+    return shifted_loss(a2_row, t, a2_row, 0.0, k, u_p) - shifted_loss(a2_row, t, a2_row, 0.0, k, -u_m)
+
+
+@jit()
 def output_bias_gradients(grads, fwd, labels, params, h, logits):
     """db2[c] for the selected logits: logit c of every sample moved by +h+ / -h-; serial (N K pairs)."""
     n, k = fwd.e.shape
     for c in range(k):
         if logits[c]:
             pb = params.b2[c]
-            m_p, m_m = expm1_small((pb + h) - pb), expm1_small(-(pb - (pb - h)))
+            u_p, u_m = (pb + h) - pb, pb - (pb - h)
+            m_p, m_m = expm1_small(u_p), expm1_small(-u_m)
             acc = 0.0
             for r in range(n):
                 t = labels[r]
-                acc += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])
+                if max(u_p, u_m) > LARGE_SHIFT:
+                    acc += logit_shift_diff(fwd.a2[r], t, c, u_p, u_m)
+                else:
+                    acc += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])
             grads.b2[c] = acc / n / (2.0 * h)
 
 

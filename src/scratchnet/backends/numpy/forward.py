@@ -19,12 +19,15 @@ def sigmoid_pair(a):
 def forward(out, batch, params):
     """out (Forward) = the forward pass of ``batch`` (Batch) through ``params`` (Params)."""
     x = dense(batch)
-    with single_threaded_blas():  # see _blas.py: BLAS's idle threads would spin on the kernels' cores
+    # Overflow (inputs or weights of 1e300) gives inf or NaN, as in the
+    # compiled kernels: silently; the caller checks and says why.
+    with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore"):  # BLAS: see _blas.py
         out.a1[...] = x @ params.W1 + params.b1
         out.z[...], out.zq[...] = sigmoid_pair(out.a1)
         out.a2[...] = out.z @ params.W2 + params.b2
-    out.e[...] = np.exp(out.a2 - out.a2.max(axis=1, keepdims=True))
-    out.s[...] = out.e.sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out.e[...] = np.exp(out.a2 - out.a2.max(axis=1, keepdims=True))
+        out.s[...] = out.e.sum(axis=1)
     softmax(out.y, out.a2)
 
 
@@ -34,7 +37,7 @@ def count_correct(data, labels, params):
     for start in range(0, data.n, ACCURACY_CHUNK):
         rows = np.arange(start, min(start + ACCURACY_CHUNK, data.n))
         x = dense(batch_take(data, rows))
-        with single_threaded_blas():
+        with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore"):
             z, _ = sigmoid_pair(x @ params.W1 + params.b1)
             a2 = z @ params.W2 + params.b2
         correct += int(np.count_nonzero(np.argmax(a2, axis=1) == labels[rows]))

@@ -102,12 +102,17 @@ def true_class_weight(fwd, labels):
 
 
 def hidden_coefficients(fwd, labels, W2):
-    """C[1..M], each (N, H): sample n's loss as a series in a shift of a1[n, j]."""
+    """C[1..M], each (N, H): sample n's loss as a series in a shift of a1[n, j].
+
+    A W2 row of extreme size (|W2| ~ 1e60) overflows here; the bound rejects
+    such a unit (its growth is infinite) and the perturbed method computes it.
+    """
     v = W2[None, :, :] - W2[:, labels].T[:, :, None]  # (N, H, K): v[n, j, k] = W2[j, k] - W2[j, t_n]
     y = fwd.y[:, None, :]
-    phi = [None] + [np.sum(y * v**m, axis=2) / FACTORIAL[m] for m in range(1, M + 1)]
-    F = loss_shift_coefficients(phi, true_class_weight(fwd, labels)[:, None])
-    return compose(F, sigmoid_increment_coefficients(fwd.z, fwd.zq))
+    with np.errstate(over="ignore", invalid="ignore"):
+        phi = [None] + [np.sum(y * v**m, axis=2) / FACTORIAL[m] for m in range(1, M + 1)]
+        F = loss_shift_coefficients(phi, true_class_weight(fwd, labels)[:, None])
+        return compose(F, sigmoid_increment_coefficients(fwd.z, fwd.zq))
 
 
 def logit_coefficients(fwd, labels):
@@ -210,7 +215,7 @@ def series_rejected(C1, L1, xmax, zmax, steps, W2, h):
     units = np.zeros(H, dtype=bool)
     for j in range(H):
         width = W2[j].max() - W2[j].min()
-        scale = np.abs(C1[:, j]).max()
+        scale = np.abs(C1[:, j]).max()  # NaN where the coefficients overflowed: then rejected
         at = lambda r: hidden_growth(r, width)  # noqa: E731
         units[j] = not (
             tail_bound(at, *steps["W1"][j], xmax, h) <= ROUNDING * xmax * scale
@@ -246,11 +251,13 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
         if big.ndim == 2:
             big, diff = big.max(axis=0), diff.max(axis=0)
         steps[name] = list(zip(big, diff))
-    with single_threaded_blas():
+    # Units with overflowing coefficients (see hidden_coefficients) give inf or
+    # NaN here; they are rejected below and overwritten by the perturbed method.
+    with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore"):
         grads.W1[...] = sum(w["W1"][m] * ((x**m).T @ C[m]) for m in range(1, M + 1)) / n
         grads.W2[...] = sum(w["W2"][m] * ((fwd.z**m).T @ L[m]) for m in range(1, M + 1)) / n
-    grads.b1[...] = sum(w["b1"][m] * C[m].sum(axis=0) for m in range(1, M + 1)) / n
-    grads.b2[...] = sum(w["b2"][m] * L[m].sum(axis=0) for m in range(1, M + 1)) / n
+        grads.b1[...] = sum(w["b1"][m] * C[m].sum(axis=0) for m in range(1, M + 1)) / n
+        grads.b2[...] = sum(w["b2"][m] * L[m].sum(axis=0) for m in range(1, M + 1)) / n
     zmax = float(fwd.z.max()) if fwd.z.size else 0.0
     units, logits = series_rejected(C[1], L[1], batch.xmax, zmax, steps, params.W2, h)
     if units.any() or logits.any():

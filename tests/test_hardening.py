@@ -1,0 +1,166 @@
+"""Bad inputs that once crashed, hung, lost work or misled: one test per case.
+
+Each test names its row in the hardening issue's table; every backend runs
+each one. (The data files and cache: test_datasets.py; gradient.py:
+test_gradient.py; the C glue: test_c_extension.py; the command line:
+test_cli.py.)
+"""
+
+import numpy as np
+import pytest
+
+import scratchnet
+from scratchnet import TwoLayerNet, train
+
+
+@pytest.fixture
+def toy(rng):
+    x = rng.random((40, 6))
+    t = rng.integers(0, 3, 40)
+    return x, t, x[:10], t[:10]
+
+
+# -- row 1: parameters replaced by arrays of the wrong shape ------------------------------
+@pytest.mark.parametrize(
+    "name, bad",
+    [("W2", np.zeros((1, 3))), ("W2", np.zeros((4, 2))), ("b1", np.zeros(3)), ("b2", np.zeros(4)),
+     ("b1", np.zeros((4, 1))), ("W1", np.zeros((6, 5)))],
+)
+def test_wrong_parameter_shapes_are_refused_before_any_kernel(backend, rng, name, bad):
+    net = TwoLayerNet(6, 4, 3, seed=0)
+    net.params[name] = bad
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    for call in (net.predict, lambda x: net.loss(x, t), lambda x: net.numerical_gradient(x, t),
+                 lambda x: net.gradient(x, t), lambda x: net.accuracy(x, t)):
+        with pytest.raises(ValueError, match=rf"params\['{name}'\]: expected shape"):
+            call(x) if call is net.predict else call(x)
+        with pytest.raises(ValueError, match=rf"params\['{name}'\]"):
+            net.predict(x, backend=backend)
+
+
+# -- rows 10 and 11: extreme weights and steps ----------------------------------------------
+@pytest.mark.parametrize("method", ["series", "perturbed"])
+@pytest.mark.parametrize("case", ["W2 * 1e98", "h = 800", "h = 1e4"])
+def test_extreme_weights_and_steps_give_the_references_finite_gradient(rng, backend, method, case):
+    x = rng.random((8, 6))
+    t = rng.integers(0, 3, 8)
+    net = TwoLayerNet(6, 4, 3, seed=1)
+    h = 1e-4
+    if case == "W2 * 1e98":
+        net.params["W2"] *= 1e98
+    else:
+        h = float(case.split("=")[1])
+    got = net.numerical_gradient(x, t, h=h, method=method, backend=backend)
+    ref = net.numerical_gradient(x, t, h=h, method=method, backend="numpy")
+    for name in got:
+        assert np.isfinite(got[name]).all(), name
+        # both compute the same losses of order 1..|W2| by stable softmaxes: rounding of those, over 2h
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, atol=1e-9 * max(1.0, 1e-4 / h)), name
+
+
+def test_a_huge_learning_rate_behaves_alike_on_every_backend(toy, backend):
+    # lr 1e100: the weights become ~1e98 and the loss saturates; every backend
+    # gives finite gradients and the run either completes or stops saying why.
+    net = TwoLayerNet(6, 4, 3, seed=2)
+    reference = TwoLayerNet(6, 4, 3, seed=2)
+    outcome = {}
+    for name, which in (("numpy", reference), (backend, net)):
+        try:
+            train(which, *toy, iters_num=6, batch_size=10, learning_rate=1e100, backend=name)
+            outcome[name] = "completed"
+        except FloatingPointError as exc:
+            outcome[name] = str(exc).split(":")[0]
+    assert outcome[backend] == outcome["numpy"], outcome
+
+
+# -- row 12: inputs that overflow; a callback that raises -----------------------------------
+def test_inputs_that_overflow_are_named_not_the_learning_rate(toy, backend):
+    x_train, t_train, x_test, t_test = toy
+    x_train = x_train.copy()
+    x_train[:, :3] = 1e308
+    net = TwoLayerNet(6, 4, 3, weight_init_std=1.0, seed=3)
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(FloatingPointError, match="x_train: at iteration 0, the hidden pre-activations x W1 \\+ b1 overflow"):
+        train(net, x_train, t_train, x_test, t_test, iters_num=3, batch_size=10, backend=backend)
+    assert all(np.array_equal(net.params[k], before[k]) for k in before)
+
+
+def test_the_public_methods_say_the_forward_pass_overflows(backend):
+    net = TwoLayerNet(3, 2, 2, weight_init_std=1.0, seed=9)
+    x = np.full((2, 3), 1e308)
+    for call in (net.predict, lambda x: net.loss(x, [0, 1]), lambda x: net.gradient(x, [0, 1]),
+                 lambda x: net.numerical_gradient(x, [0, 1])):
+        with pytest.raises(FloatingPointError, match="x: the hidden pre-activations x W1 \\+ b1 overflow"):
+            call(x) if call is net.predict else call(x)
+
+
+def test_a_raising_callback_leaves_the_parameters_of_a_completed_iteration(toy, backend):
+    def stop_at_3(i, loss):
+        if i == 3:
+            raise RuntimeError("callback")
+
+    net = TwoLayerNet(6, 4, 3, seed=4)
+    with pytest.raises(RuntimeError, match="callback"):
+        train(net, *toy, iters_num=10, batch_size=10, backend=backend, on_iteration=stop_at_3)
+    ref = TwoLayerNet(6, 4, 3, seed=4)
+    train(ref, *toy, iters_num=4, batch_size=10, backend=backend)
+    assert all(net.params[k].tobytes() == ref.params[k].tobytes() for k in ref.params)
+
+
+# -- row 13: a hand-made Fortran-ordered W1 --------------------------------------------------
+def test_fortran_ordered_parameters_work_on_every_backend(rng, backend):
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    net = TwoLayerNet(6, 4, 3, seed=5)
+    expected = net.numerical_gradient(x, t, backend="numpy")
+    net.params["W1"] = np.asfortranarray(net.params["W1"])
+    got = net.numerical_gradient(x, t, backend=backend)
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=1e-16)
+    assert net.loss(x, t, backend=backend) == pytest.approx(net.loss(x, t, backend="numpy"), rel=1e-14)
+
+
+# -- row 17: NaN where numbers were expected -------------------------------------------------------
+def test_nan_initial_scale_is_refused():
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="weight_init_std: expected a finite number"):
+            TwoLayerNet(6, 4, 3, weight_init_std=bad)
+    with pytest.raises(TypeError, match="weight_init_std"):
+        TwoLayerNet(6, 4, 3, weight_init_std="0.01")
+
+
+def test_nan_parameters_are_refused_by_every_method(rng, backend):
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    net = TwoLayerNet(6, 4, 3, seed=6)
+    net.params["b1"][2] = np.nan
+    for call in (lambda: net.predict(x, backend=backend), lambda: net.loss(x, t, backend=backend),
+                 lambda: net.accuracy(x, t, backend=backend), lambda: net.gradient(x, t, backend=backend),
+                 lambda: net.numerical_gradient(x, t, backend=backend)):
+        with pytest.raises(ValueError, match=r"params\['b1'\]: contains NaN or inf"):
+            call()
+
+
+# -- row 18: sizes that cannot fit -----------------------------------------------------------------
+def test_a_net_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(MemoryError, match="hidden_size: 100000000000 hidden units need .* GiB"):
+        TwoLayerNet(784, 100_000_000_000, 10)
+
+
+# -- row 19: misleading messages -----------------------------------------------------------------------
+def test_a_negative_seed_is_named():
+    with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
+        TwoLayerNet(6, 4, 3, seed=-1)
+
+
+def test_read_only_parameters_are_refused_before_training(toy):
+    net = TwoLayerNet(6, 4, 3, seed=7)
+    net.params["W2"].setflags(write=False)
+    with pytest.raises(ValueError, match=r"params\['W2'\]: read-only array"):
+        train(net, *toy, iters_num=2, batch_size=10)
+
+
+def test_parameters_given_as_lists_are_named(rng, backend):
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    net = TwoLayerNet(6, 4, 3, seed=8)
+    net.params["W1"] = net.params["W1"].tolist()
+    with pytest.raises(TypeError, match=r"params\['W1'\]: expected a numpy array, got list"):
+        net.loss(x, t, backend=backend)
