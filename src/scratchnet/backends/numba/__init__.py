@@ -9,7 +9,9 @@ in kernels/ that agrees with it bit for bit.
 
 import functools
 
-from ..._threads import sync_numba
+from ..._threads import configure_numba, sync_numba
+
+configure_numba()  # before any Numba kernel starts its threads (TBB if installed; passive OpenMP)
 # Submodules by other names: the kernels below take the names of some of them.
 from . import activations as _activations
 from . import backprop as _backprop
