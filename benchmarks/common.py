@@ -66,46 +66,6 @@ def chapter_net(seed=SEED):
     return scratchnet.TwoLayerNet(INPUT_SIZE, HIDDEN_SIZE, OUTPUT_SIZE, seed=seed)
 
 
-# -- the textbook's loop, for the speedup track --------------------------
-def textbook_loss(params, x, t):
-    """The chapter's TwoLayerNet.loss in plain NumPy: one full forward pass.
-
-    x (N, 784), t (N,) integer labels.
-    """
-    a1 = x @ params["W1"] + params["b1"]
-    z1 = 1.0 / (1.0 + np.exp(-a1))
-    a2 = z1 @ params["W2"] + params["b2"]
-    e = np.exp(a2 - a2.max(axis=1, keepdims=True))
-    y = e / e.sum(axis=1, keepdims=True)
-    return -np.sum(np.log(y[np.arange(len(t)), t] + 1e-7)) / len(t)
-
-
-def textbook_partials(params, x, t, sample, h=1e-4):
-    """The chapter's numerical_gradient loop body for each ``(name, flat index)``
-    in ``sample``: perturb one parameter, two forward passes, restore.
-
-    Returns the partial derivatives (len(sample),), so the work cannot be
-    optimised away and can be checked against a fast gradient.
-    """
-    out = np.empty(len(sample))
-    for i, (name, j) in enumerate(sample):
-        flat = params[name].reshape(-1)  # a view: writes reach params[name]
-        tmp = flat[j]
-        try:
-            flat[j] = tmp + h
-            fxh1 = textbook_loss(params, x, t)
-            flat[j] = tmp - h
-            fxh2 = textbook_loss(params, x, t)
-        finally:
-            flat[j] = tmp
-        out[i] = (fxh1 - fxh2) / (2 * h)
-    return out
-
-
-def parameter_sample(params, per_param=10):
-    """``per_param`` evenly spaced flat indices in each of W1, b1, W2, b2."""
-    return [
-        (name, int(j))
-        for name in ("W1", "b1", "W2", "b2")
-        for j in np.linspace(0, params[name].size - 1, per_param).round().astype(int)
-    ]
+# -- the textbook's loop, for the speedup track: scratchnet.textbook ---------------
+from scratchnet.textbook import numerical_partials as textbook_partials  # noqa: E402,F401
+from scratchnet.textbook import parameter_sample  # noqa: E402,F401

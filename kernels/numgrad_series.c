@@ -19,6 +19,7 @@ static const double RADII[] = {
     2.67864, 3.08043};
 #define NRADII (sizeof RADII / sizeof RADII[0])
 #define ROUNDING 0x1p-53
+#define EVEN_TOL 0x1p-44 /* a row of W1 sums its even powers if some |h+ - h-| exceeds h EVEN_TOL */
 
 /* -- coefficients ----------------------------------------------------------- */
 
@@ -146,74 +147,105 @@ static void coefficients_item(void *arg, int64_t item, int slot)
 
 /* -- products with the step weights ------------------------------------------ */
 
-/* w[0..4] = w1..w5 of parameter p, w_m = ((h+)^m - (-h-)^m) / 2h; *big = max(h+, h-), *diff = |h+ - h-|. */
-static void step_weights(double w[5], double *big, double *diff, double p, double h)
+/* w[0..4] = w1..w5 of parameter p, w_m = ((h+)^m - (-h-)^m) / 2h (inv = 0.5 / h); *big = max(h+, h-),
+ * *diff = |h+ - h-|. */
+static void step_weights(double w[5], double *big, double *diff, double p, double h, double inv)
 {
     double hp = (p + h) - p, hm = p - (p - h);
-    double hp2 = hp * hp, hm2 = hm * hm, h2 = 2.0 * h;
-    w[0] = (hp + hm) / h2;
-    w[1] = (hp2 - hm2) / h2;
-    w[2] = (hp2 * hp + hm2 * hm) / h2;
-    w[3] = (hp2 * hp2 - hm2 * hm2) / h2;
-    w[4] = (hp2 * hp2 * hp + hm2 * hm2 * hm) / h2;
+    double hp2 = hp * hp, hm2 = hm * hm;
+    w[0] = (hp + hm) * inv;
+    w[1] = (hp2 - hm2) * inv;
+    w[2] = (hp2 * hp + hm2 * hm) * inv;
+    w[3] = (hp2 * hp2 - hm2 * hm2) * inv;
+    w[4] = (hp2 * hp2 * hp + hm2 * hm2 * hm) * inv;
     *big = hp > hm ? hp : hm;
     *diff = fabs(hp - hm);
 }
 
 /* (w1 a0 + ... + w5 a4) / n for parameter p; *big, *diff as step_weights. */
-static double weighted(double p, double h, double a0, double a1, double a2, double a3, double a4, int64_t n,
-                       double *big, double *diff)
+static double weighted(double p, double h, double inv, double a0, double a1, double a2, double a3, double a4,
+                       int64_t n, double *big, double *diff)
 {
     double w[5];
-    step_weights(w, big, diff, p, h);
+    step_weights(w, big, diff, p, h, inv);
     return ((((w[0] * a0 + w[1] * a1) + w[2] * a2) + w[3] * a3) + w[4] * a4) / (double)n;
 }
 
-static int unequal_steps(const double *row, int64_t len, double h)
+/* 1 if some parameter of row has |h+ - h-| > h EVEN_TOL: only then are the even powers summed. */
+static int even_powers_needed(const double *row, int64_t len, double h)
 {
     for (int64_t j = 0; j < len; j++) {
         double p = row[j];
-        if ((p + h) - p != p - (p - h))
+        if (fabs(((p + h) - p) - (p - (p - h))) > h * EVEN_TOL)
             return 1;
     }
     return 0;
 }
 
-/* Row i of dW1 from the samples with x[n, i] != 0; acc (5, h) scratch; step_max (2, h): this chunk's
- * largest step and |h+ - h-| per column. */
+/* a (h,) = (a + x * c) + y * d, elementwise: two samples' terms added in turn. */
+static void add2(double *restrict a, const double *restrict c, const double *restrict d, double x, double y,
+                 int64_t h)
+{
+    for (int64_t j = 0; j < h; j++)
+        a[j] = (a[j] + x * c[j]) + y * d[j];
+}
+
+/* a (h,) += x * c, elementwise. */
+static void add1(double *restrict a, const double *restrict c, double x, int64_t h)
+{
+    for (int64_t j = 0; j < h; j++)
+        a[j] += x * c[j];
+}
+
+/* Row i of dW1 from the samples with x[n, i] != 0, two per pass; acc (5, h) scratch; step_max (2, h):
+ * this chunk's largest step and |h+ - h-| per column. */
 static int w1_row(const struct series_ctx *c, double *acc, double *step_max, int64_t i)
 {
     int64_t n = c->b->n, h = c->p->h;
     const double *C = c->w->C, *W1 = c->p->W1 + i * h;
-    int even = unequal_steps(W1, h, c->h);
-    double *a0 = acc, *a1 = acc + h, *a2 = acc + 2 * h, *a3 = acc + 3 * h, *a4 = acc + 4 * h;
+    int even = even_powers_needed(W1, h, c->h);
+    double *a1 = acc, *a2 = acc + h, *a3 = acc + 2 * h, *a4 = acc + 3 * h, *a5 = acc + 4 * h;
     for (int64_t j = 0; j < 5 * h; j++)
         acc[j] = 0.0;
-    int64_t lo = c->b->col_ptr[i], hi = c->b->col_ptr[i + 1];
-    if (lo < 0 || hi < lo || hi > c->b->nnz)
+    int64_t p = c->b->col_ptr[i], hi = c->b->col_ptr[i + 1];
+    if (p < 0 || hi < p || hi > c->b->nnz)
         return 1;
-    for (int64_t q = lo; q < hi; q++) {
-        int64_t r = c->b->rows[q];
-        if ((uint64_t)r >= (uint64_t)n)
+    for (int64_t q = p; q < hi; q++)
+        if ((uint64_t)c->b->rows[q] >= (uint64_t)n)
             return 1;
-        double x1 = c->b->col_vals[q];
-        double x2 = x1 * x1, x3 = x2 * x1, x4 = x2 * x2, x5 = x4 * x1;
-        const double *c0 = C + r * h, *c1 = C + (n + r) * h, *c2 = C + (2 * n + r) * h, *c3 = C + (3 * n + r) * h,
-                     *c4 = C + (4 * n + r) * h;
-        for (int64_t j = 0; j < h; j++) {
-            a0[j] += x1 * c0[j];
-            a2[j] += x3 * c2[j];
-            a4[j] += x5 * c4[j];
+    for (; p + 2 <= hi; p += 2) {
+        int64_t r = c->b->rows[p], s = c->b->rows[p + 1];
+        double x1 = c->b->col_vals[p], y1 = c->b->col_vals[p + 1];
+        double x3 = x1 * x1 * x1, y3 = y1 * y1 * y1;
+        double x5 = x3 * x1 * x1, y5 = y3 * y1 * y1;
+        add2(a1, C + r * h, C + s * h, x1, y1, h);
+        add2(a3, C + (2 * n + r) * h, C + (2 * n + s) * h, x3, y3, h);
+        add2(a5, C + (4 * n + r) * h, C + (4 * n + s) * h, x5, y5, h);
+        if (even) {
+            double x2 = x1 * x1, y2 = y1 * y1;
+            double x4 = x2 * x2, y4 = y2 * y2;
+            add2(a2, C + (n + r) * h, C + (n + s) * h, x2, y2, h);
+            add2(a4, C + (3 * n + r) * h, C + (3 * n + s) * h, x4, y4, h);
         }
-        if (even)
-            for (int64_t j = 0; j < h; j++) {
-                a1[j] += x2 * c1[j];
-                a3[j] += x4 * c3[j];
-            }
     }
+    if (p < hi) {
+        int64_t r = c->b->rows[p];
+        double x1 = c->b->col_vals[p];
+        double x2 = x1 * x1;
+        double x3 = x2 * x1, x4 = x2 * x2;
+        double x5 = x4 * x1;
+        add1(a1, C + r * h, x1, h);
+        add1(a3, C + (2 * n + r) * h, x3, h);
+        add1(a5, C + (4 * n + r) * h, x5, h);
+        if (even) {
+            add1(a2, C + (n + r) * h, x2, h);
+            add1(a4, C + (3 * n + r) * h, x4, h);
+        }
+    }
+    double inv = 0.5 / c->h;
     for (int64_t j = 0; j < h; j++) {
         double big, diff;
-        c->g->W1[i * h + j] = weighted(W1[j], c->h, a0[j], a1[j], a2[j], a3[j], a4[j], n, &big, &diff);
+        c->g->W1[i * h + j] = weighted(W1[j], c->h, inv, a1[j], a2[j], a3[j], a4[j], a5[j], n, &big, &diff);
         step_max[j] = big > step_max[j] ? big : step_max[j];
         step_max[h + j] = diff > step_max[h + j] ? diff : step_max[h + j];
     }
@@ -239,7 +271,7 @@ static void w2_row(const struct series_ctx *c, double *acc, int64_t j)
         }
     }
     for (int64_t col = 0; col < k; col++)
-        c->g->W2[j * k + col] = weighted(c->p->W2[j * k + col], c->h, acc[col], acc[k + col], acc[2 * k + col],
+        c->g->W2[j * k + col] = weighted(c->p->W2[j * k + col], c->h, 0.5 / c->h, acc[col], acc[k + col], acc[2 * k + col],
                                          acc[3 * k + col], acc[4 * k + col], n, &c->w->steps_w2[j * k + col],
                                          &c->w->steps_w2[h * k + j * k + col]);
 }
@@ -257,7 +289,7 @@ static void bias_sums(double *out, double *steps, const double *coef, const doub
             a4 += coef[(3 * n + r) * m + col];
             a5 += coef[(4 * n + r) * m + col];
         }
-        out[col] = weighted(bias[col], h, a1, a2, a3, a4, a5, n, &steps[col], &steps[m + col]);
+        out[col] = weighted(bias[col], h, 0.5 / h, a1, a2, a3, a4, a5, n, &steps[col], &steps[m + col]);
     }
 }
 

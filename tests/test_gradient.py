@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import scratchnet as sn
-from scratchnet.backends import numba_gradient
+from scratchnet import _jitted_gradient as numba_gradient
 
 EPS = np.finfo(np.float64).eps
 

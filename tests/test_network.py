@@ -696,11 +696,8 @@ def test_bad_input():
     for f in (net.numerical_gradient, net.gradient, net.loss):
         with pytest.raises(ValueError, match="x: contains NaN"):
             f(bad_x, t)
-    for h in (0.0, -1e-4, math.inf, math.nan, 1e-320):
-        with pytest.raises(ValueError, match="h"):
-            net.numerical_gradient(x, t, h=h)
-    for h in (True, "1e-4", None):
-        with pytest.raises(TypeError, match="h"):
+    for h in (0.0, -1e-4, math.inf, math.nan, 1e-320, True, "1e-4", None, 1e308):
+        with pytest.raises(ValueError, match="h: "):
             net.numerical_gradient(x, t, h=h)
     with pytest.raises(ValueError, match="method"):
         net.numerical_gradient(x, t, method="taylor")

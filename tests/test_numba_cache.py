@@ -132,7 +132,7 @@ def test_kernels_are_cached_beside_the_package_and_reused(tmp_path):
     assert (second["hits"], second["misses"]) == (1, 0)
     # The gradient kernel takes f as an argument: a new type in every process,
     # so it is compiled without a cache rather than adding files on every run.
-    every_cache = list((tmp_path / "site" / "scratchnet").rglob("*numba_gradient*.nb*"))
+    every_cache = list((tmp_path / "site" / "scratchnet").rglob("*_jitted_gradient*.nb*"))
     assert not every_cache, every_cache
 
 

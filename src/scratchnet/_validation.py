@@ -4,6 +4,7 @@ Each helper names the argument in its message and returns a C-contiguous
 array of the dtype the kernels expect.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -47,15 +48,40 @@ def labels_from_targets(t, n, k, name="t"):
     return np.ascontiguousarray(t, dtype=np.intp)
 
 
-def check_step(h, name="h"):
-    """A numerical-differentiation step as a float: positive, finite and normal.
+def as_real(v):
+    """``v`` as a float if it is a real number (not a bool), else None. An
+    integer beyond float64's range becomes +-inf, to be refused as such."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
-    A subnormal step (below 2.2e-308) has lost most of its digits, and
-    ``2 * h`` in the quotient with it.
+
+def short_repr(v, limit=60):
+    """repr(v), cut to ``limit`` characters for an error message."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_TINY = np.finfo(np.float64).tiny  # smallest normal float64
+_HUGE = np.finfo(np.float64).max
+
+
+def check_step(h):
+    """A central-difference step as a float: positive, finite, normal, and 2h finite.
+
+    A subnormal step has lost precision bits and 1 / (2h) overflows.
     """
-    if isinstance(h, bool) or not isinstance(h, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(h).__name__}")
-    h = float(h)
-    if not (np.isfinite(h) and h >= np.finfo(np.float64).tiny):
-        raise ValueError(f"{name}: expected a positive finite step (at least 2.2e-308), got {h!r}")
-    return h
+    value = as_real(h)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"h: expected a positive finite step, got {short_repr(h)}")
+    if value < _TINY:
+        raise ValueError(
+            f"h: {value!r} is subnormal (below {_TINY:.4g}): it has lost precision bits and 1 / (2h) overflows; "
+            "use a step near the chapter's 1e-4"
+        )
+    if 2 * value > _HUGE:
+        raise ValueError(f"h: {value!r} is so large that 2h overflows; use a step near the chapter's 1e-4")
+    return value

@@ -21,8 +21,8 @@ import numbers
 
 import numpy as np
 
-_TINY = np.finfo(np.float64).tiny  # smallest normal float64
-_HUGE = np.finfo(np.float64).max
+from ._validation import as_real, check_step, short_repr
+
 
 
 def numerical_diff(f, x, h=1e-4):
@@ -68,9 +68,9 @@ def numerical_diff(f, x, h=1e-4):
     >>> sn.numerical_diff(f, np.array([5.0, 10.0])).round(6)
     array([0.2, 0.3])
     """
-    h = _check_step(h)
+    h = check_step(h)
     if _is_real_scalar(x):
-        x = float(x) if isinstance(x, np.ndarray) else _as_real(x)
+        x = float(x) if isinstance(x, np.ndarray) else as_real(x)
         if not math.isfinite(x):
             raise ValueError(f"x: {x} is not finite; the derivative there is meaningless, pass a finite x")
         _check_step_survives(x, h, "x")
@@ -151,7 +151,7 @@ def numerical_gradient(f, x, h=1e-4):
     Exception
         Whatever ``f`` raises, with ``x`` left as it was.
     """
-    h = _check_step(h)
+    h = check_step(h)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a float64 numpy array (it is perturbed in place), got {type(x).__name__}")
     if x.dtype != np.float64:
@@ -164,7 +164,7 @@ def numerical_gradient(f, x, h=1e-4):
     if not np.isfinite(x).all():
         raise ValueError("x: contains NaN or inf; the gradient there is meaningless")
     if _is_numba_dispatcher(f):
-        from .backends.numba_gradient import numerical_gradient_jitted
+        from ._jitted_gradient import numerical_gradient_jitted
 
         return numerical_gradient_jitted(f, x, h)
     if not x.flags.writeable:
@@ -269,7 +269,7 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, *, return_history=False):
     if not np.isfinite(x).all():
         raise ValueError("init_x: contains NaN or inf; start from a finite point")
     if isinstance(step_num, bool) or not isinstance(step_num, numbers.Integral) or step_num < 0:
-        raise ValueError(f"step_num: expected a non-negative integer, got {_short(step_num)}")
+        raise ValueError(f"step_num: expected a non-negative integer, got {short_repr(step_num)}")
     step_num = int(step_num)
     lr = _check_lr(lr)
     if not isinstance(return_history, (bool, np.bool_)):
@@ -312,32 +312,6 @@ def as_float_copy(a, name="init_x"):
 
 
 # -- argument checks -------------------------------------------------------------
-def _as_real(v):
-    """``v`` as a float if it is a real number (not a bool), else None. An
-    integer beyond float64's range becomes +-inf, to be refused as such."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        return None
-    try:
-        return float(v)
-    except OverflowError:
-        return math.inf if v > 0 else -math.inf
-
-
-def _check_step(h):
-    value = _as_real(h)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"h: expected a positive finite step, got {_short(h)}")
-    h = value
-    if h < _TINY:
-        raise ValueError(
-            f"h: {h!r} is subnormal (below {_TINY:.4g}): it has lost precision bits and 1 / (2h) overflows; "
-            "use a step near the chapter's 1e-4"
-        )
-    if 2 * h > _HUGE:
-        raise ValueError(f"h: {h!r} is so large that 2h overflows; use a step near the chapter's 1e-4")
-    return h
-
-
 def _check_step_survives(x, h, where):
     if x + h == x - h:
         raise ValueError(
@@ -347,7 +321,7 @@ def _check_step_survives(x, h, where):
 
 
 def _check_lr(lr):
-    value = _as_real(lr)
+    value = as_real(lr)
     if value is None:
         hint = ""
         if isinstance(lr, str):
@@ -355,10 +329,10 @@ def _check_lr(lr):
                 hint = f"; pass lr={float(lr)!r}"
             except ValueError:
                 pass
-        raise ValueError(f"lr: expected a positive finite real number, got {_short(lr)} ({type(lr).__name__}){hint}")
+        raise ValueError(f"lr: expected a positive finite real number, got {short_repr(lr)} ({type(lr).__name__}){hint}")
     if not math.isfinite(value) or value <= 0:
         hint = " (a negative rate climbs; to maximise f, minimise -f)" if value < 0 else ""
-        raise ValueError(f"lr: expected a positive finite real number, got {_short(lr)}{hint}")
+        raise ValueError(f"lr: expected a positive finite real number, got {short_repr(lr)}{hint}")
     return value
 
 
@@ -414,12 +388,6 @@ def _as_scalar(v, shape=None, row_of=None):
             expected = "a real scalar"
         raise TypeError(f"f: must return {expected}, got {type(v).__name__} of shape {a.shape}")
     return float(a.reshape(()))
-
-
-def _short(v):
-    """repr(v), cut short (an int of 400 digits, a long string)."""
-    r = repr(v)
-    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _first(mask):

@@ -20,9 +20,9 @@ import numba
 import numpy as np
 from numba import prange
 
-from .._config import jit
-from .._threads import sync_numba
-from ..gradient import _as_scalar, _is_batch, _numerical_gradient_python, _row_gradients
+from ._config import jit
+from ._threads import sync_numba
+from .gradient import _as_scalar, _is_batch, _numerical_gradient_python, _row_gradients
 
 
 @jit(cache=False)

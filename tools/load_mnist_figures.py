@@ -1,11 +1,11 @@
-"""Issue 3's figures for load_mnist, each in a fresh interpreter.
+"""load_mnist's figures: first call on an empty cache, warm cache, peak memory; each in a fresh interpreter.
 
 - first call with an empty cache (what a fresh install does once);
 - warm-cache call;
 - peak memory of load_mnist(normalize=True) against the returned arrays
   (tracemalloc, which counts NumPy's buffers).
 
-Run: python benchmarks/load_mnist_figures.py [--runs 5]
+Run: python tools/load_mnist_figures.py [--runs 5]
 Prints medians over the runs.
 """
 

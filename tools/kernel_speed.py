@@ -1,6 +1,6 @@
-"""Issue 2's speed targets in one run, without asv.
+"""The chapter functions' speed per backend in one run, without asv.
 
-    python benchmarks/run_kernels.py
+    python tools/kernel_speed.py
 
 Prints, with every figure a median over repeated calls in this process
 (ratios are measured in the same run, so the machine's load largely
