@@ -7,8 +7,8 @@ module (``backends/numpy/<module>.py``, ``backends/numba/<module>.py``,
 ``kernels/<module>.c``), its C functions, its rows in ``kernels/module.c``,
 its naive twins in ``tests/naive.py`` and the tests that compare them.
 
-Every name is checked when the docs are built, and any mismatch fails the
-build: a kernel of ``KERNELS`` without an entry here (or an entry for a
+Every name is checked when the docs are built, and any mismatch is an
+error at the directive, which fails the build with ``-W`` (as CI builds): a kernel of ``KERNELS`` without an entry here (or an entry for a
 kernel that is gone), a public function that does not import, a backend
 module without the kernel (or a package export that is not that function),
 a C function not defined in its file or not declared in scratchnet.h, a
@@ -350,7 +350,6 @@ def setup(app):
     """Register ``.. kernel-map::`` (Sphinx is imported here, so ``check`` runs without it)."""
     from docutils import nodes
     from docutils.statemachine import StringList
-    from sphinx.errors import ExtensionError
     from sphinx.util.docutils import SphinxDirective
 
     class KernelMap(SphinxDirective):
@@ -360,8 +359,8 @@ def setup(app):
             from scratchnet import backends
 
             problems = check(backends.KERNELS)
-            if problems:
-                raise ExtensionError("kernel-map: the map disagrees with the code:\n  " + "\n  ".join(problems))
+            if problems:  # an error at this directive's line: -W (as CI builds) fails the build
+                raise self.error("kernel-map: the map disagrees with the code:\n" + "\n".join(problems))
             for path in (backends.__file__, __file__):
                 self.env.note_dependency(path)
             for sub in ("kernels/module.c", "kernels/scratchnet.h", "src/scratchnet/backends/c.py", "tests/naive.py"):
