@@ -1,9 +1,10 @@
 """Sphinx configuration of scratchnet's documentation.
 
-Build: ``python -m sphinx -W -b html docs docs/_build/html`` (with
-``pip install -e ".[docs]"``). The figures are drawn at build time by
-``scratchnet.plots`` (docs/_ext/figures.py); the kernel map is generated from
-``scratchnet.backends.KERNELS`` and checked name by name (docs/_ext/kernel_map.py).
+Build: ``python -m sphinx -W -b html docs docs/_build/html``, with scratchnet
+installed with its docs extra (``pip install ".[docs]"``). The figures are
+drawn at build time by ``scratchnet.plots`` (docs/_ext/figures.py); the
+kernel map is generated from ``scratchnet.backends.KERNELS`` and checked name
+by name (docs/_ext/kernel_map.py).
 """
 
 import os
@@ -49,7 +50,3 @@ autodoc_default_options = {"members": True, "undoc-members": False}
 numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
-
-# Keep the build quiet and reproducible: the figures are computed with the
-# process's threads; results do not depend on their number.
-os.environ.setdefault("MPLBACKEND", "Agg")

@@ -7,13 +7,15 @@ module (``backends/numpy/<module>.py``, ``backends/numba/<module>.py``,
 ``kernels/<module>.c``), its C functions, its rows in ``kernels/module.c``,
 its naive twins in ``tests/naive.py`` and the tests that compare them.
 
-Every name is checked when the docs are built, and any mismatch is an
-error at the directive, which fails the build with ``-W`` (as CI builds): a kernel of ``KERNELS`` without an entry here (or an entry for a
+Every name is checked when the docs are built (``check``), and any mismatch
+is an error at the directive, which fails the build with ``-W`` (as CI
+builds): a kernel of ``KERNELS`` without an entry here (or an entry for a
 kernel that is gone), a public function that does not import, a backend
 module without the kernel (or a package export that is not that function),
 a C function not defined in its file or not declared in scratchnet.h, a
 module.c row that does not exist or that ``backends/c.py``'s function does
-not call, a naive twin or a test that is not defined.
+not call (or a row it calls that the entry leaves out), a naive twin or a
+test that is not defined.
 """
 
 import ast
