@@ -242,7 +242,7 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, *, return_history=False):
     -------
     x : ndarray of float64
         The point after ``step_num`` steps.
-    history : ndarray, shape (step_num, *x.shape)
+    history : ndarray, shape (step_num,) + x.shape
         Only with ``return_history``: ``history[i]`` is ``x`` before step
         ``i`` (the chapter's ``x_history``; the final point is ``x``).
 
