@@ -40,21 +40,22 @@ static void loss_shift_coefficients(double f[5], double p1, double p2, double p3
     f[0] = -l1, f[1] = -l2, f[2] = -l3, f[3] = -l4, f[4] = -l5;
 }
 
-/* b[0..4] = beta1..beta5 of sigmoid(a + d) - sigmoid(a), from z = sigmoid(a), zq = sigmoid(-a). */
-static void sigmoid_increment(double b[5], double z, double zq)
+/* beta[0..4] = beta1..beta5 of sigmoid(a + d) - sigmoid(a), from z = sigmoid(a), zq = sigmoid(-a). */
+static void sigmoid_increment(double beta[5], double z, double zq)
 {
     double zeta = z * zq, kappa = zq - z;
     double k2 = kappa * kappa;
-    b[0] = zeta;
-    b[1] = zeta * kappa / 2.0;
-    b[2] = zeta * (k2 - 2.0 * zeta) / 6.0;
-    b[3] = zeta * kappa * (k2 - 8.0 * zeta) / 24.0;
-    b[4] = zeta * ((k2 * k2 - 22.0 * zeta * k2) + 16.0 * zeta * zeta) / 120.0;
+    beta[0] = zeta;
+    beta[1] = zeta * kappa / 2.0;
+    beta[2] = zeta * (k2 - 2.0 * zeta) / 6.0;
+    beta[3] = zeta * kappa * (k2 - 8.0 * zeta) / 24.0;
+    beta[4] = zeta * ((k2 * k2 - 22.0 * zeta * k2) + 16.0 * zeta * zeta) / 120.0;
 }
 
 /* c[0..4] = C1..C5 of F(beta(d)). */
-static void compose(double c[5], const double f[5], const double b[5])
+static void compose(double c[5], const double f[5], const double beta[5])
 {
+    const double *b = beta;
     double b11 = b[0] * b[0];
     c[0] = f[0] * b[0];
     c[1] = f[0] * b[1] + f[1] * b11;
@@ -104,11 +105,11 @@ static void hidden_coefficients_row(const struct series_ctx *c, double *phi, int
         }
     }
     for (int64_t j = 0; j < h; j++) {
-        double f[5], b[5], out[5];
+        double f[5], beta[5], out[5];
         loss_shift_coefficients(f, phi[j], phi[h + j] / 2.0, phi[2 * h + j] / 6.0, phi[3 * h + j] / 24.0,
                                 phi[4 * h + j] / 120.0, alpha);
-        sigmoid_increment(b, c->f->z[r * h + j], c->f->zq[r * h + j]);
-        compose(out, f, b);
+        sigmoid_increment(beta, c->f->z[r * h + j], c->f->zq[r * h + j]);
+        compose(out, f, beta);
         for (int m = 0; m < 5; m++)
             c->w->C[(m * n + r) * h + j] = out[m];
     }

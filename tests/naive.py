@@ -93,31 +93,6 @@ def net_numerical_gradient(params, x, t, h=1e-4, sample=None):
     return grads
 
 
-# -- affine layers (backends' affine, affine_weight_grad) ---------------------
-def affine(x, W, b):
-    """x @ W + b, every output summed term by term in order (zeros included), then + b."""
-    n, d = x.shape
-    out = np.empty((n, W.shape[1]))
-    for r in range(n):
-        acc = np.zeros(W.shape[1])  # the sums of all M outputs of row r, side by side
-        for i in range(d):
-            acc = acc + x[r, i] * W[i]
-        out[r] = acc + b
-    return out
-
-
-def affine_weight_grad(x, dout):
-    """x.T @ dout, every output summed term by term over the samples in order (zeros included)."""
-    n, d = x.shape
-    out = np.empty((d, dout.shape[1]))
-    for i in range(d):
-        acc = np.zeros(dout.shape[1])
-        for r in range(n):
-            acc = acc + x[r, i] * dout[r]
-        out[i] = acc
-    return out
-
-
 # -- sparse rows and columns (backends' sparse_rows, batch_take, batch_from_dense) ----
 def nonzeros_by_row(x):
     """[(n, [(i, x[n, i]) for the non-zero i ascending]) for each row n], plain loops."""

@@ -73,16 +73,16 @@ def sigmoid_increment(z, zq):
 
 
 @jit()
-def compose(f1, f2, f3, f4, f5, b1, b2, b3, b4, b5):
+def compose(f1, f2, f3, f4, f5, beta1, beta2, beta3, beta4, beta5):
     """C1..C5 of F(beta(d)) for series F, beta without constant terms."""
-    b11 = b1 * b1
+    beta11 = beta1 * beta1
     return (
-        f1 * b1,
-        f1 * b2 + f2 * b11,
-        (f1 * b3 + f2 * (2.0 * b1 * b2)) + f3 * (b11 * b1),
-        ((f1 * b4 + f2 * (2.0 * b1 * b3 + b2 * b2)) + f3 * (3.0 * b11 * b2)) + f4 * (b11 * b11),
-        (((f1 * b5 + f2 * (2.0 * b1 * b4 + 2.0 * b2 * b3)) + f3 * (3.0 * b11 * b3 + 3.0 * b1 * b2 * b2))
-         + f4 * (4.0 * b11 * b1 * b2)) + f5 * (b11 * b11 * b1),
+        f1 * beta1,
+        f1 * beta2 + f2 * beta11,
+        (f1 * beta3 + f2 * (2.0 * beta1 * beta2)) + f3 * (beta11 * beta1),
+        ((f1 * beta4 + f2 * (2.0 * beta1 * beta3 + beta2 * beta2)) + f3 * (3.0 * beta11 * beta2)) + f4 * (beta11 * beta11),
+        (((f1 * beta5 + f2 * (2.0 * beta1 * beta4 + 2.0 * beta2 * beta3)) + f3 * (3.0 * beta11 * beta3
+         + 3.0 * beta1 * beta2 * beta2)) + f4 * (4.0 * beta11 * beta1 * beta2)) + f5 * (beta11 * beta11 * beta1),
     )
 
 
@@ -110,8 +110,8 @@ def hidden_coefficients_row(C, phi, fwd, t, W2T, r):
         f1, f2, f3, f4, f5 = loss_shift_coefficients(
             phi[0, j], phi[1, j] / 2.0, phi[2, j] / 6.0, phi[3, j] / 24.0, phi[4, j] / 120.0, alpha
         )
-        b1, b2, b3, b4, b5 = sigmoid_increment(fwd.z[r, j], fwd.zq[r, j])
-        C[0, r, j], C[1, r, j], C[2, r, j], C[3, r, j], C[4, r, j] = compose(f1, f2, f3, f4, f5, b1, b2, b3, b4, b5)
+        beta = sigmoid_increment(fwd.z[r, j], fwd.zq[r, j])
+        C[0, r, j], C[1, r, j], C[2, r, j], C[3, r, j], C[4, r, j] = compose(f1, f2, f3, f4, f5, *beta)
 
 
 @jit()

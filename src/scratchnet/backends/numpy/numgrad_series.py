@@ -57,10 +57,10 @@ def loss_shift_coefficients(phi, alpha):
     for m in range(1, M + 1):
         R[m] = -sum(phi[i] * R[m - i] for i in range(1, m + 1))
     xi = [alpha * R[m] for m in range(M + 1)]  # 1 + alpha (R - 1), less its constant 1
-    L = [0.0] * (M + 1)  # log(1 + xi)
+    logs = [0.0] * (M + 1)  # log(1 + xi)
     for m in range(1, M + 1):
-        L[m] = xi[m] - sum(i * L[i] * xi[m - i] for i in range(1, m)) / m
-    return [None] + [-L[m] for m in range(1, M + 1)]
+        logs[m] = xi[m] - sum(i * logs[i] * xi[m - i] for i in range(1, m)) / m
+    return [None] + [-logs[m] for m in range(1, M + 1)]
 
 
 def sigmoid_increment_coefficients(z, zq):
@@ -81,8 +81,9 @@ def sigmoid_increment_coefficients(z, zq):
     ]
 
 
-def compose(F, b):
+def compose(F, beta):
     """C[1..5]: the coefficients of F(beta(d)), F and beta series without constant terms."""
+    b = beta
     return [
         None,
         F[1] * b[1],
