@@ -23,10 +23,10 @@ from .common import (
 
 
 class NumericalGradient:
-    """``TwoLayerNet.numerical_gradient`` per backend, batch size and thread count."""
+    """``TwoLayerNet.numerical_gradient`` per backend, method, batch size and thread count."""
 
-    params = (list(BACKENDS), [10, 100, 1000], [1, 2])
-    param_names = ["backend", "batch", "threads"]
+    params = (list(BACKENDS), ["series", "perturbed"], [10, 100, 1000], [1, 2])
+    param_names = ["backend", "method", "batch", "threads"]
     # The numpy backend at batch 1000 takes seconds per call: one call per
     # sample, 3 to 10 samples within about 10 s, and no warm-up calls (setup
     # already made the first call).
@@ -35,38 +35,67 @@ class NumericalGradient:
     warmup_time = 0.0
     timeout = 300.0
 
-    def setup(self, backend, batch, threads):
+    def setup(self, backend, method, batch, threads):
         require_backend(backend)
         set_threads(threads)
         self.x, self.t, _, _ = mnist(n_train=batch, n_test=0)
         self.net = chapter_net()
-        # Numba compilation
-        self.net.numerical_gradient(self.x[:2], self.t[:2], backend=backend)
+        # Numba compilation; asv re-runs setup before every timed call, so
+        # this also leaves the kernels' threads awake, as in a training loop.
+        self.net.numerical_gradient(self.x, self.t, method=method, backend=backend)
 
-    def time_numerical_gradient(self, backend, batch, threads):
-        self.net.numerical_gradient(self.x, self.t, backend=backend)
+    def time_numerical_gradient(self, backend, method, batch, threads):
+        self.net.numerical_gradient(self.x, self.t, method=method, backend=backend)
 
 
 class Backprop:
-    """``TwoLayerNet.gradient`` (backpropagation) on the default backend."""
+    """``TwoLayerNet.gradient`` (backpropagation) per backend and batch size."""
 
-    params = [10, 100, 1000]
-    param_names = ["batch"]
+    params = (list(BACKENDS), [10, 100, 1000])
+    param_names = ["backend", "batch"]
 
-    def setup(self, batch):
+    def setup(self, backend, batch):
+        require_backend(backend)
         set_threads(THREADS)
         self.x, self.t, _, _ = mnist(n_train=batch, n_test=0)
         self.net = chapter_net()
-        # Numba compilation; asv re-runs setup before every timed call, so
-        # this also leaves the kernels' threads awake, as in a training loop.
-        self.net.gradient(self.x, self.t)
+        # Numba compilation, and the kernels' threads awake, as in a training loop
+        self.net.gradient(self.x, self.t, backend=backend)
 
-    def time_gradient(self, batch):
-        self.net.gradient(self.x, self.t)
+    def time_gradient(self, backend, batch):
+        self.net.gradient(self.x, self.t, backend=backend)
+
+
+class SeriesOverBackprop:
+    """The series numerical gradient's time over backprop's, measured side by side (batch 100, 2 threads)."""
+
+    params = [b for b in BACKENDS if b != "numpy"]
+    param_names = ["backend"]
+    unit = "x"
+    repeats = 21
+
+    def setup(self, backend):
+        require_backend(backend)
+        set_threads(THREADS)
+        self.x, self.t, _, _ = mnist(n_train=100, n_test=0)
+        self.net = chapter_net()
+        self.net.numerical_gradient(self.x, self.t, backend=backend)
+        self.net.gradient(self.x, self.t, backend=backend)
+
+    def track_series_over_backprop(self, backend):
+        series, backprop = [], []
+        for _ in range(self.repeats):
+            t0 = time.perf_counter()
+            self.net.numerical_gradient(self.x, self.t, backend=backend)
+            series.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            self.net.gradient(self.x, self.t, backend=backend)
+            backprop.append(time.perf_counter() - t0)
+        return float(np.median(series) / np.median(backprop))
 
 
 class NumericalGradientSpeedup:
-    """How many times faster the numba numerical gradient is than the textbook loop.
+    """How many times faster the numba numerical gradient (series) is than the textbook loop.
 
     The textbook loop (perturb one parameter, two full NumPy forward passes,
     restore) costs the same for every parameter, so it is timed on 40

@@ -23,9 +23,9 @@ BACKEND = "numba"
 
 
 class TrainingThroughput:
-    """SGD iterations per second, numerical gradient vs backpropagation."""
+    """SGD iterations per second: the numerical gradient by each method, and backpropagation."""
 
-    params = ["numerical", "backprop"]
+    params = ["numerical-series", "numerical-perturbed", "backprop"]
     param_names = ["gradient"]
     unit = "iterations/s"
     timeout = 300.0
@@ -39,10 +39,12 @@ class TrainingThroughput:
         self._train(chapter_net(), gradient, iters_num=1)
 
     def _train(self, net, gradient, iters_num, on_iteration=None, on_epoch=None):
+        gradient, _, method = gradient.partition("-")
         return scratchnet.train(
             net, self.x_train, self.t_train, self.x_test, self.t_test,
             iters_num=iters_num, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-            gradient=gradient, seed=0, backend=BACKEND, on_iteration=on_iteration, on_epoch=on_epoch,
+            gradient=gradient, numgrad_method=method or "series", seed=0, backend=BACKEND,
+            on_iteration=on_iteration, on_epoch=on_epoch,
         )
 
     def track_iterations_per_second(self, gradient):
