@@ -120,6 +120,7 @@ def test_numerical_gradient_run_with_default_backend(data_dirs, env, tmp_path):
     assert "wall time" in r.stdout
 
 
+@pytest.mark.slow
 def test_sigint_then_resume_equals_an_uninterrupted_run(data_dirs, env, tmp_path):
     # 40 samples in batches of 40: an accuracy line (37 bytes) on stdout every
     # iteration. The child blocks once the pipe (64 KiB: ~1,770 lines, plus

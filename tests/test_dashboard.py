@@ -372,6 +372,7 @@ def cdn_hosts():
     return {urlsplit(e["url"]).hostname for e in publish.load_manifest()}
 
 
+@pytest.mark.slow
 def test_dashboard_renders_offline(browser, server, proxy):
     base = f"{server}/offline/"
     browser.get(base + "index.html")
@@ -403,6 +404,7 @@ def test_dashboard_renders_offline(browser, server, proxy):
         assert f"{base}vendor/{entry['path']}" in requested, entry["path"]
 
 
+@pytest.mark.slow
 def test_a_cdn_reference_is_caught(browser, server, proxy):
     """The same page with jQuery back on its CDN: the request is recorded,
     dies at the refusing proxy, and asv shows its error page."""

@@ -270,6 +270,7 @@ def loop_reference(mnist_pool, trained_full):
     return reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MATRIX)
 def test_matches_the_loop(loop_reference, case, backend, method):
     net, x, t, h, ref = loop_reference(case)
@@ -296,16 +297,32 @@ def _oracle_sample(params, x, rng, per_param=4):
     return picks
 
 
+@pytest.fixture(scope="module")
+def chapter_oracle(mnist_pool, trained_full):
+    """oracle(state) -> (net, x, t, [(name, index, exact)]): computed once per net, for every backend and method."""
+    cache = {}
+
+    def oracle(state):
+        if state not in cache:
+            x, t = mnist_pool[0][:10].astype(np.float64), mnist_pool[1][:10].astype(np.intp)
+            net = trained_full if state == "trained" else scratchnet.TwoLayerNet(784, 50, 10, seed=31)
+            picks = _oracle_sample(net.params, x, np.random.default_rng(41))
+            cache[state] = net, x, t, [(n, i, naive.central_difference_oracle(net.params, x, t, n, i)) for n, i in picks]
+        return cache[state]
+
+    return oracle
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["fresh", "trained"])
-def test_oracle_on_the_chapters_net(mnist_pool, trained_full, backend, method, state, rng):
-    x, t = mnist_pool[0][:10].astype(np.float64), mnist_pool[1][:10].astype(np.intp)
-    net = trained_full if state == "trained" else scratchnet.TwoLayerNet(784, 50, 10, seed=31)
+def test_oracle_on_the_chapters_net(chapter_oracle, backend, method, state):
+    net, x, t, exact = chapter_oracle(state)
     got = net.numerical_gradient(x, t, method=method, backend=backend)
-    for name, index in _oracle_sample(net.params, x, rng):
-        exact = naive.central_difference_oracle(net.params, x, t, name, index)
-        assert abs(got[name][index] - exact) <= ORACLE_ATOL, (name, index, got[name][index], exact)
+    for name, index, value in exact:
+        assert abs(got[name][index] - value) <= ORACLE_ATOL, (name, index, got[name][index], value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [("b2", 1e6), ("W2", 1e4)], ids=["b2+1e6", "W2+1e4"])
 def test_oracle_large_parameters_take_the_loops_real_steps(mnist_pool, backend, method, offset, rng):
     # With b2 ~ 1e6 the loop's steps fl(p + h) - p differ from h by up to half
@@ -408,6 +425,7 @@ def _coefficients(backend, net, x, t):
     return C, L
 
 
+@pytest.mark.slow
 def test_series_coefficients_equal_the_taylor_coefficients(mnist_pool, trained_full, backend, rng):
     # naive.loss_taylor differentiates the loss in mpmath at 50 digits, from its
     # definition. The kernels' recurrences are exact series arithmetic in
@@ -458,6 +476,7 @@ def _near_extremal_cases():
             yield 0.5, np.array([span / 2, -span / 2]), np.zeros(2), 0, 1.0, h
 
 
+@pytest.mark.slow
 def test_remainder_bound_is_sound_and_within_a_thousand_of_the_truth(rng):
     # The bound on the terms beyond the 5th power against the true remainder of
     # one gradient entry (one sample: the loss at +x h and -x h less its series

@@ -121,6 +121,7 @@ def _run_read_only(tmp_path, env):
             d.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_kernels_are_cached_beside_the_package_and_reused(tmp_path):
     _copy_package(tmp_path)
     env = _child_env(tmp_path, HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"))
@@ -136,6 +137,7 @@ def test_kernels_are_cached_beside_the_package_and_reused(tmp_path):
     assert not every_cache, every_cache
 
 
+@pytest.mark.slow
 def test_read_only_install_falls_back_to_a_private_cache_dir(tmp_path):
     _copy_package(tmp_path)
     env = _child_env(tmp_path, HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"))
@@ -153,6 +155,7 @@ def test_read_only_install_falls_back_to_a_private_cache_dir(tmp_path):
     assert not list((tmp_path / "site").rglob("*.nbi"))
 
 
+@pytest.mark.slow
 def test_a_fallback_dir_others_can_write_is_not_used(tmp_path):
     # Numba's cache index is a pickle: a planted or shared directory in /tmp
     # must not be loaded from. Then kernels compile without a cache.

@@ -58,6 +58,7 @@ def _busy(seconds):
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", COMPILED)
 def test_threads_change_no_bit_beside_a_busy_process(backend, threads, rng):
     # A busy competitor deschedules the kernels' threads at random points: the
@@ -103,6 +104,7 @@ FORK_CHILD = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", COMPILED)
 def test_a_forked_child_works_or_is_told_why_not(backend, tmp_path):
     # The C pool restarts in the child. Numba with TBB works too; Numba with
