@@ -88,30 +88,34 @@ struct forward_ctx {
     _Atomic int bad;
 };
 
+int sn_forward_row(const sn_forward_pass *o, const sn_batch *b, const sn_params *p, int64_t r)
+{
+    int64_t h = p->h, k = p->k;
+    int bad = hidden_row(o->a1 + r * h, o->z + r * h, o->zq + r * h, b->cols, b->vals, b->row_ptr[r],
+                         b->row_ptr[r + 1], b->nnz, p);
+    double *a2 = o->a2 + r * k, *e = o->e + r * k, *y = o->y + r * k;
+    logit_row(a2, o->z + r * h, p);
+    double m = a2[0];
+    for (int64_t j = 1; j < k; j++)
+        m = a2[j] > m ? a2[j] : m;
+    double s = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        e[j] = exp(a2[j] - m);
+        s += e[j];
+    }
+    o->s[r] = s;
+    for (int64_t j = 0; j < k; j++)
+        y[j] = e[j] / s;
+    return bad;
+}
+
 static void forward_item(void *arg, int64_t item, int slot)
 {
     struct forward_ctx *c = arg;
-    const sn_forward_pass *o = c->out;
-    int64_t h = c->p->h, k = c->p->k;
     int64_t end = (item + 1) * FORWARD_CHUNK < c->b->n ? (item + 1) * FORWARD_CHUNK : c->b->n;
-    for (int64_t r = item * FORWARD_CHUNK; r < end; r++) {
-        if (hidden_row(o->a1 + r * h, o->z + r * h, o->zq + r * h, c->b->cols, c->b->vals, c->b->row_ptr[r],
-                       c->b->row_ptr[r + 1], c->b->nnz, c->p))
+    for (int64_t r = item * FORWARD_CHUNK; r < end; r++)
+        if (sn_forward_row(c->out, c->b, c->p, r))
             atomic_store(&c->bad, 1);
-        double *a2 = o->a2 + r * k, *e = o->e + r * k, *y = o->y + r * k;
-        logit_row(a2, o->z + r * h, c->p);
-        double m = a2[0];
-        for (int64_t j = 1; j < k; j++)
-            m = a2[j] > m ? a2[j] : m;
-        double s = 0.0;
-        for (int64_t j = 0; j < k; j++) {
-            e[j] = exp(a2[j] - m);
-            s += e[j];
-        }
-        o->s[r] = s;
-        for (int64_t j = 0; j < k; j++)
-            y[j] = e[j] / s;
-    }
 }
 
 int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p)

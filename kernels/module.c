@@ -488,12 +488,14 @@ static const struct kernel KERNELS[] = {
     {"backprop", "backprop(grads, work, batch, labels, params, fwd): the exact gradient", 6,
      {&GRADS_LAYOUT, &BACKPROP_WORK_LAYOUT, &BATCH_LAYOUT, &LABELS_N, &PARAMS_LAYOUT, &FORWARD_LAYOUT},
      {AT(grads), AT(backprop_work), AT(batch), NOWHERE, AT(params), AT(fwd)}, call_backprop, 0, 1},
-    {"numgrad_series", "numgrad_series(grads, work, batch, labels, params, fwd, h): central differences by series",
-     7, {&GRADS_LAYOUT, &SERIES_WORK_LAYOUT, &BATCH_LAYOUT, &LABELS_N, &PARAMS_LAYOUT, &FORWARD_LAYOUT, &STEP},
+    {"numgrad_series", "numgrad_series(grads, work, batch, labels, params, fwd, h): central differences by series; "
+                       "fwd is filled with the forward pass",
+     7, {&GRADS_LAYOUT, &SERIES_WORK_LAYOUT, &BATCH_LAYOUT, &LABELS_N, &PARAMS_LAYOUT, &FORWARD_OUT_LAYOUT, &STEP},
      {AT(grads), AT(series_work), AT(batch), NOWHERE, AT(params), AT(fwd), NOWHERE}, call_numgrad_series, 0, 1},
     {"numgrad_perturbed",
-     "numgrad_perturbed(grads, work, batch, labels, params, fwd, h, units, logits): by perturbed losses", 9,
-     {&GRADS_LAYOUT, &PERTURBED_WORK_LAYOUT, &BATCH_LAYOUT, &LABELS_N, &PARAMS_LAYOUT, &FORWARD_LAYOUT, &STEP,
+     "numgrad_perturbed(grads, work, batch, labels, params, fwd, h, units, logits): by perturbed losses; "
+     "fwd is filled with the forward pass", 9,
+     {&GRADS_LAYOUT, &PERTURBED_WORK_LAYOUT, &BATCH_LAYOUT, &LABELS_N, &PARAMS_LAYOUT, &FORWARD_OUT_LAYOUT, &STEP,
       &UNITS, &LOGITS},
      {AT(grads), AT(perturbed_work), AT(batch), NOWHERE, AT(params), AT(fwd), NOWHERE, NOWHERE, NOWHERE},
      call_numgrad_perturbed, 0, 1},

@@ -238,12 +238,13 @@ static int distinct_values_row(const struct perturbed_ctx *c, struct seen *table
     return 0;
 }
 
-static void distinct_values_item(void *arg, int64_t item, int slot)
+/* Samples of one item: each one's forward pass (row r of f) and distinct pixel values. */
+static void samples_item(void *arg, int64_t item, int slot)
 {
     struct perturbed_ctx *c = arg;
     int64_t end = (item + 1) * SAMPLE_CHUNK < c->b->n ? (item + 1) * SAMPLE_CHUNK : c->b->n;
     for (int64_t r = item * SAMPLE_CHUNK; r < end; r++)
-        if (distinct_values_row(c, c->tables + slot * c->size, r))
+        if (sn_forward_row(c->f, c->b, c->p, r) || distinct_values_row(c, c->tables + slot * c->size, r))
             atomic_store(&c->bad, 1);
 }
 
@@ -397,16 +398,12 @@ int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn
     int slots = sn_pool_slots();
     int64_t dpad = (b->d + SN_LANES - 1) / SN_LANES * SN_LANES, size = table_size(b->d);
     int64_t len = b->d + dpad > 6 * p->k ? b->d + dpad : 6 * p->k; /* unit: col, diff; W2 row: 5 k doubles + k bytes */
-    int any_unit = 0;
-    for (int64_t j = 0; j < p->h; j++)
-        any_unit |= units[j];
-    struct seen *tables = any_unit ? calloc((size_t)slots * (size_t)size, sizeof *tables) : NULL;
+    struct seen *tables = calloc((size_t)slots * (size_t)size, sizeof *tables);
     double *scratch = malloc((size_t)slots * (size_t)len * sizeof *scratch);
     int status = SN_NO_MEMORY;
-    if (scratch && (tables || !any_unit)) {
+    if (scratch && tables) {
         struct perturbed_ctx c = {g, w, b, labels, p, f, h, units, logits, dpad, size, tables, scratch, len, 0};
-        if (any_unit)
-            sn_parallel_for((b->n + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK, slots, distinct_values_item, &c);
+        sn_parallel_for((b->n + SAMPLE_CHUNK - 1) / SAMPLE_CHUNK, slots, samples_item, &c);
         if (!atomic_load(&c.bad))
             sn_parallel_for(p->h, slots, hidden_item, &c);
         output_bias_gradients(&c);

@@ -135,12 +135,15 @@ static void logit_coefficients_row(const struct series_ctx *c, int64_t r)
     }
 }
 
+/* Samples of one item: each one's forward pass (row r of f), then its coefficients. */
 static void coefficients_item(void *arg, int64_t item, int slot)
 {
-    const struct series_ctx *c = arg;
+    struct series_ctx *c = arg;
     double *phi = c->scratch + slot * c->scratch_len;
     int64_t end = (item + 1) * COEF_CHUNK < c->b->n ? (item + 1) * COEF_CHUNK : c->b->n;
     for (int64_t r = item * COEF_CHUNK; r < end; r++) {
+        if (sn_forward_row(c->f, c->b, c->p, r))
+            atomic_store(&c->bad, 1);
         hidden_coefficients_row(c, phi, r);
         logit_coefficients_row(c, r);
     }
@@ -413,6 +416,10 @@ int sn_numgrad_series(const sn_grads *g, const sn_series_work *w, const sn_batch
             w->W2T[col * p->h + j] = p->W2[j * p->k + col];
     struct series_ctx c = {g, w, b, labels, p, f, h, scratch, len, 0};
     sn_parallel_for((b->n + COEF_CHUNK - 1) / COEF_CHUNK, slots, coefficients_item, &c);
+    if (atomic_load(&c.bad)) {
+        free(scratch);
+        return SN_BAD_INDEX;
+    }
     sn_parallel_for(w->chunks, slots, products_item, &c);
     rejected(&c);
     free(scratch);

@@ -99,6 +99,9 @@ int sn_columns(sn_batch *out);
 /* forward.c ---------------------------------------------------------------- */
 
 int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p);
+/* Row r of every array of out: the forward pass of one sample (shared by the numerical-gradient kernels,
+ * which compute the forward pass in their own per-sample regions). 1 on a bad index. */
+int sn_forward_row(const sn_forward_pass *out, const sn_batch *b, const sn_params *p, int64_t r);
 /* *correct = rows of data whose largest logit is at labels[r] (n,). */
 int sn_count_correct(int64_t *correct, const sn_sparse_rows *data, const int64_t *labels, const sn_params *p);
 
@@ -125,6 +128,7 @@ typedef struct {
     int64_t chunks;
 } sn_series_work;
 
+/* The forward pass of b is computed here, into f. */
 int sn_numgrad_series(const sn_grads *g, const sn_series_work *w, const sn_batch *b, const int64_t *labels,
                       const sn_params *p, const sn_forward_pass *f, double h);
 
@@ -140,7 +144,8 @@ typedef struct {
     double *xmax;
 } sn_perturbed_work;
 
-/* Only the hidden units with units[j] (column j of W1, b1[j]) and the logits with logits[c] (column c of W2, b2[c]). */
+/* Only the hidden units with units[j] (column j of W1, b1[j]) and the logits with logits[c] (column c of W2, b2[c]).
+ * The forward pass of b is computed here, into f. */
 int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn_batch *b, const int64_t *labels,
                          const sn_params *p, const sn_forward_pass *f, double h, const uint8_t *units,
                          const uint8_t *logits);

@@ -413,7 +413,7 @@ def _coefficients(backend, net, x, t):
     C, L = np.empty((5, n, h)), np.empty((5, n, k))
     if backend == "numba":
         mod = importlib.import_module("scratchnet.backends.numba.numgrad_series")
-        mod.coefficients(C, L, fwd, labels, np.ascontiguousarray(params.W2.T))
+        mod.coefficients(C, L, fwd, batch, labels, params, np.ascontiguousarray(params.W2.T))
         return C, L
     from scratchnet import _ckernels
     from scratchnet.backends.structs import Grads, SeriesWork

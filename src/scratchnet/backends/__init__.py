@@ -37,8 +37,8 @@ KERNELS = (
     "forward",  # (out: Forward, batch, params): the network's forward pass
     "count_correct",  # (data, labels, params) -> int: rows whose largest logit is the label
     "backprop",  # (grads, batch, labels, params, fwd): the exact gradient
-    "numgrad_series",  # (grads, batch, labels, params, fwd, h) -> (units, logits): by series
-    "numgrad_perturbed",  # (grads, batch, labels, params, fwd, h, units=None, logits=None)
+    "numgrad_series",  # (grads, batch, labels, params, fwd, h) -> (units, logits): by series; fills fwd too
+    "numgrad_perturbed",  # (grads, batch, labels, params, fwd, h, units=None, logits=None); fills fwd too
 )
 
 _MODULES = {"numpy": "numpy", "numba": "numba", "c": "c"}

@@ -33,6 +33,7 @@ import numpy as np
 from numba import prange
 
 from ..._config import DELTA, jit
+from .forward import forward_row
 
 # Below this |argument| the short series in expm1_small, log_ratio and
 # shifted_sum are exact to double precision (bounds derived at each).
@@ -220,10 +221,19 @@ def distinct_values_row(slot, value, m_plus, m_minus, ndist, xmax, batch, h, r):
     xmax[r] = max(abs(vals[order[0]]), abs(vals[order[hi - lo - 1]])) if hi > lo else 0.0
 
 
+@jit()
+def sample_row(fwd, dv, batch, params, h, r):
+    """Sample r's forward pass (row r of fwd) and its distinct pixel values (dv, see distinct_values_row)."""
+    forward_row(fwd, batch, params, r)
+    slot, value, m_plus, m_minus, ndist, xmax = dv
+    distinct_values_row(slot, value, m_plus, m_minus, ndist, xmax, batch, h, r)
+
+
 @jit(parallel=True)
-def distinct_values(slot, value, m_plus, m_minus, ndist, xmax, batch, h):
+def samples(fwd, dv, batch, params, h):
+    """The forward pass and the distinct pixel values of every sample: one parallel region."""
     for r in prange(batch.n):
-        distinct_values_row(slot, value, m_plus, m_minus, ndist, xmax, batch, h, r)
+        sample_row(fwd, dv, batch, params, h, r)
 
 
 # -- per hidden unit: W1's column, b1, W2's row -----------------------------------------
@@ -362,7 +372,8 @@ def output_bias_gradients(grads, fwd, labels, params, h, logits):
 
 
 def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=None):
-    """grads (Grads) = the loop's central differences, each perturbed loss evaluated exactly.
+    """grads (Grads) = the loop's central differences, each perturbed loss evaluated exactly; fwd (Forward) =
+    the forward pass of batch, computed here.
 
     Only the hidden units in ``units`` (bool (H,): column j of W1, b1[j]) and
     the logits in ``logits`` (bool (K,): column k of W2, b2[k]) are written;
@@ -380,7 +391,6 @@ def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=N
         np.empty(batch.n, dtype=np.int64),  # ndist
         np.empty(batch.n),  # xmax
     )
-    if units.any():
-        distinct_values(*dv, batch, h)
+    samples(fwd, dv, batch, params, h)
     hidden_items(grads, batch, labels, fwd, params, h, units, logits, dv)
     output_bias_gradients(grads, fwd, labels, params, h, logits)

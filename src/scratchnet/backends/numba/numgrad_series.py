@@ -4,8 +4,9 @@ The method, its notation and its bound are those of the NumPy reference
 (scratchnet.backends.numpy.numgrad_series, docs/numerical_gradient.rst);
 this is the fast form, written out for SERIES_ORDER = 5:
 
-1. ``coefficients``, parallel over samples: C (5, N, H), sample n's loss as
-   a series in a shift of a1[n, j], and L (5, N, K), in a shift of logit k.
+1. ``coefficients``, parallel over samples: the forward pass (fwd) and
+   C (5, N, H), sample n's loss as a series in a shift of a1[n, j], and
+   L (5, N, K), in a shift of logit k.
 2. ``products``, parallel over work items (a row of dW1, a row of dW2, the
    biases): the sums over samples of x^m C[m] (x's non-zeros only) and
    z^m L[m], weighted by each parameter's step weights w_m.
@@ -22,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..._config import DELTA, jit
+from .forward import forward_row
 from .numgrad_perturbed import numgrad_perturbed
 
 # The same literals as the NumPy reference and the C twin.
@@ -137,14 +139,20 @@ def logit_coefficients_row(L, fwd, t, r):
         L[0, r, c], L[1, r, c], L[2, r, c], L[3, r, c], L[4, r, c] = f1, f2, f3, f4, f5
 
 
+@jit()
+def sample_row(C, L, phi, fwd, batch, labels, params, W2T, r):
+    """Sample r's forward pass (row r of fwd) and its coefficients (C[:, r, :], L[:, r, :])."""
+    forward_row(fwd, batch, params, r)
+    hidden_coefficients_row(C, phi, fwd, labels[r], W2T, r)
+    logit_coefficients_row(L, fwd, labels[r], r)
+
+
 @jit(parallel=True)
-def coefficients(C, L, fwd, labels, W2T):
-    """C (5, N, H), L (5, N, K) for every sample: one parallel iteration per sample."""
+def coefficients(C, L, fwd, batch, labels, params, W2T):
+    """fwd (Forward), C (5, N, H), L (5, N, K) for every sample: one parallel region, an iteration per sample."""
     n, h = fwd.z.shape
     for r in prange(n):
-        phi = np.empty((5, h))
-        hidden_coefficients_row(C, phi, fwd, labels[r], W2T, r)
-        logit_coefficients_row(L, fwd, labels[r], r)
+        sample_row(C, L, np.empty((5, h)), fwd, batch, labels, params, W2T, r)
 
 
 # -- products with the step weights -------------------------------------------------
@@ -388,7 +396,8 @@ PRODUCT_CHUNKS = 64  # work chunks of ``products``; more than threads, so a late
 
 
 def numgrad_series(grads, batch, labels, params, fwd, h):
-    """grads (Grads) = the loop's central differences, by series (see the NumPy reference).
+    """grads (Grads) = the loop's central differences, by series (see the NumPy reference); fwd (Forward) =
+    the forward pass of batch, computed here.
 
     Returns (units, logits): boolean masks of the hidden units and logits the
     remainder bound sent to the perturbed-loss method.
@@ -397,7 +406,7 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
     k = fwd.y.shape[1]
     C = np.empty((ORDER, n, hdim))
     L = np.empty((ORDER, n, k))
-    coefficients(C, L, fwd, labels, np.ascontiguousarray(params.W2.T))
+    coefficients(C, L, fwd, batch, labels, params, np.ascontiguousarray(params.W2.T))
     steps_w1 = np.empty((PRODUCT_CHUNKS, 2, hdim))
     steps_w2 = np.empty((2, hdim, k))
     steps_b1 = np.empty((2, hdim))

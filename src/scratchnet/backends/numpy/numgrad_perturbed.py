@@ -24,7 +24,7 @@ difference (at most 2^-40 relative) is far below this method's own rounding.
 import numpy as np
 
 from ..._config import DELTA
-from .forward import sigmoid_pair
+from .forward import forward, sigmoid_pair
 from .sparse import dense
 
 NOMINAL_TOL = 2.0**-40  # a weight's steps within h * NOMINAL_TOL of h count as h
@@ -73,8 +73,9 @@ def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=N
 
     Only the hidden units in ``units`` (bool (H,): column j of W1, b1[j]) and
     the logits in ``logits`` (bool (K,): column k of W2, b2[k]) are written;
-    None means all. Other arguments as ``numgrad_series``.
+    None means all. Other arguments as ``numgrad_series`` (fwd is filled here too).
     """
+    forward(fwd, batch, params)
     x = dense(batch)
     n, d = x.shape
     H, K = params.W2.shape

@@ -30,6 +30,7 @@ import numpy as np
 from ..._blas import single_threaded_blas
 from ..._config import DELTA
 from ..._config import SERIES_ORDER as M
+from .forward import forward
 from .numgrad_perturbed import numgrad_perturbed
 from .sparse import dense
 
@@ -236,11 +237,12 @@ def series_rejected(C1, L1, xmax, zmax, steps, W2, h):
 def numgrad_series(grads, batch, labels, params, fwd, h):
     """grads (Grads) = the loop's central differences of the chapter's loss, by series.
 
-    batch (Batch), labels (N,) intp, params (Params), fwd (Forward) the
-    forward pass of batch, h > 0. Returns (units, logits): boolean masks of
-    the hidden units (H,) and logits (K,) that the remainder bound sent to
-    the perturbed-loss method.
+    batch (Batch), labels (N,) intp, params (Params), h > 0; fwd (Forward)
+    is filled with the forward pass of batch. Returns (units, logits):
+    boolean masks of the hidden units (H,) and logits (K,) that the
+    remainder bound sent to the perturbed-loss method.
     """
+    forward(fwd, batch, params)
     n = batch.n
     x = dense(batch)
     C = hidden_coefficients(fwd, labels, params.W2)
