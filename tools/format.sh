@@ -17,7 +17,7 @@ if [ "$("$venv/bin/ruff" --version 2> /dev/null)" != "ruff $pinned" ]; then
 fi
 ruff=$venv/bin/ruff
 
-"$ruff" check --fix --quiet . || true  # the findings left are listed at the end
+"$ruff" check --fix-only --quiet . || true  # the findings left are listed at the end
 "$ruff" format .
 echo "format: what ruff cannot fix by itself:"
 "$ruff" check --statistics . && echo "format: nothing; the tree is clean"
