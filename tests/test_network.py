@@ -70,40 +70,6 @@ def _copy(params):
     return {name: p.copy() for name, p in params.items()}
 
 
-# -- tolerance against the chapter's loop -------------------------------------------
-# The loop subtracts two batch losses L(+h), L(-h) of about 2.3, each carrying
-# rounding of some tens of ulps(2.3) ~ 1e-14 (matmuls, exp, log, mean); divided
-# by 2h = 2e-4 that is ~1e-11 of noise in every entry of its gradient (seen:
-# up to 1e-11). The backends sum per-sample differences and are 10-100x
-# closer to exact (see test_closer_to_exact_than_the_loop). So: absolute 1e-9 everywhere (~100x
-# the loop's noise), and relative 1e-5 where |g| >= 1e-6 (1e-11 absolute
-# there, the size of the loop's noise: the tightest check it passes).
-LOOP_ATOL = 1e-9
-LOOP_RTOL = 1e-5
-LOOP_RTOL_FLOOR = 1e-6
-
-
-def assert_matches_loop(got, ref):
-    for name in ("W1", "b1", "W2", "b2"):
-        checked = ~np.isnan(ref[name])  # the loop leaves unsampled entries NaN
-        assert checked.any()
-        g, r = got[name][checked], ref[name][checked]
-        diff = np.abs(g - r)
-        assert diff.max() <= LOOP_ATOL, (name, diff.max())
-        big = np.abs(r) >= LOOP_RTOL_FLOOR * max(1.0, H_STEP / h)
-        if big.any():
-            rel = (diff[big] / np.abs(r[big])).max()
-            assert rel <= LOOP_RTOL, (name, rel)
-
-
-def _sample(params, rng, counts):
-    """Random flat indices per parameter: counts name -> how many (None = all)."""
-    return {
-        name: (np.arange(p.size) if counts[name] is None else rng.choice(p.size, counts[name], replace=False))
-        for name, p in params.items()
-    }
-
-
 # -- construction and forward pass ---------------------------------------------------
 def test_params_shapes_dtypes_and_seed():
     net = scratchnet.TwoLayerNet(784, 50, 10, seed=0)

@@ -12,7 +12,13 @@ the registry then lists the backend as unavailable.
 
 import numpy as np
 
-from .. import _ckernels
+try:
+    from .. import _ckernels
+except ImportError as error:  # built without a C compiler (see the README's set-up section)
+    raise ImportError(
+        "backend: the c backend was not built on this installation (no C compiler or Python headers "
+        "when scratchnet was installed); use 'numba' or 'numpy', or reinstall with a C compiler"
+    ) from error
 from .structs import Batch, BackpropWork, PerturbedWork, SeriesWork, SparseRows
 
 SERIES_CHUNKS = 64  # work chunks of the series products (kernels/numgrad_series.c)
