@@ -304,6 +304,11 @@ static int unpack_array(struct state *st, const char *layout, const struct field
                      view->ndim);
         return -1;
     }
+    if ((uintptr_t)view->buf % (uintptr_t)view->itemsize != 0) { /* the kernels load whole items */
+        PyErr_Format(PyExc_ValueError, "%s.%s: expected an aligned array (its data starts at an address not a "
+                     "multiple of its item size, %zd)", layout, f->name, view->itemsize);
+        return -1;
+    }
     for (int i = 0; i < f->ndim; i++)
         if (bind(st, layout, f->name, f->shape[i].dim, (int64_t)view->shape[i] - f->shape[i].plus) < 0)
             return -1;

@@ -20,7 +20,9 @@
 #define FAST_MAX 2e-4       /* bound on step / 4 * max |W2[j, :]| for hidden_pair_diff_series */
 #define NOMINAL_TOL 0x1p-40 /* a weight's steps within h * NOMINAL_TOL of h count as h */
 #define SAMPLE_CHUNK 4      /* samples per parallel item of distinct_values */
-#define LARGE_SHIFT 700.0   /* beyond this logit shift the two perturbed losses are computed directly */
+#define DIRECT_SHIFT 1.0    /* beyond this logit shift the two perturbed losses are computed directly */
+#define SATURATED 700.0     /* beyond this |a| sigmoid_step subtracts the two sigmoids directly */
+#define MOMENTS_MAX 1e60    /* beyond this max |W2[j, :]| the moments may overflow: sums taken directly */
 
 static inline double expm1_series(double u)
 {
@@ -43,8 +45,20 @@ static double log_ratio(double r)
     return fabs(rho) < SERIES_MAX ? log1p_series(rho) : log(r);
 }
 
-static double sigmoid_step(double z, double zq, double d)
+static double sigmoid_of(double v)
 {
+    if (v >= 0.0)
+        return 1.0 / (1.0 + exp(-v));
+    double ev = exp(v);
+    return ev / (1.0 + ev);
+}
+
+static double sigmoid_step(double a, double z, double zq, double d)
+{
+    if (a < -SATURATED)
+        return sigmoid_of(a + d) - z;
+    if (a > SATURATED)
+        return zq - sigmoid_of(-a - d);
     if (d > 0.0)
         return z * zq * -expm1_small(-d) / (z + zq * exp(-d));
     return z * zq * expm1_small(d) / (zq + z * exp(d));
@@ -86,7 +100,7 @@ static inline double logit_pair_ratio(double m_p, double m_m, double e_k, int is
 static double shifted_sum(double dz, double s, const double q[4], double wmax, const double *e_row,
                           const double *w_row, int64_t k)
 {
-    if (fabs(dz) * wmax <= SERIES_MAX)
+    if (fabs(dz) * wmax <= SERIES_MAX && wmax <= MOMENTS_MAX)
         return s + dz * (q[0] + dz * (q[1] + dz * (q[2] + dz * q[3])));
     double d = 0.0;
     for (int64_t c = 0; c < k; c++)
@@ -95,14 +109,14 @@ static double shifted_sum(double dz, double s, const double q[4], double wmax, c
 }
 
 /* Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps.
- * a2_row (k,): the sample's logits, for logit shifts beyond LARGE_SHIFT. */
-static double hidden_pair_diff(double d_p, double d_m, double z, double zq, double e_t, double w_t, double s,
-                               const double q[4], double wmax, const double *e_row, const double *w_row,
+ * a2_row (k,): the sample's logits, for logit shifts beyond DIRECT_SHIFT. */
+static double hidden_pair_diff(double d_p, double d_m, double a, double z, double zq, double e_t, double w_t,
+                               double s, const double q[4], double wmax, const double *e_row, const double *w_row,
                                const double *a2_row, int64_t t, int64_t k)
 {
-    double dz_p = sigmoid_step(z, zq, d_p);
-    double dz_m = sigmoid_step(z, zq, -d_m);
-    if ((fabs(dz_p) > fabs(dz_m) ? fabs(dz_p) : fabs(dz_m)) * wmax > LARGE_SHIFT)
+    double dz_p = sigmoid_step(a, z, zq, d_p);
+    double dz_m = sigmoid_step(a, z, zq, -d_m);
+    if ((fabs(dz_p) > fabs(dz_m) ? fabs(dz_p) : fabs(dz_m)) * wmax > DIRECT_SHIFT)
         return shifted_loss(a2_row, t, w_row, dz_p, 0, 0.0, k) - shifted_loss(a2_row, t, w_row, dz_m, 0, 0.0, k);
     double num_p = e_t + e_t * expm1_small(dz_p * w_t);
     double num_m = e_t + e_t * expm1_small(dz_m * w_t);
@@ -287,19 +301,19 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
         int64_t t = c->labels[r];
         double e_t = e_row[t], w_t = w_row[t], s = c->f->s[r], q[4];
         moments(q, e_row, w_row, k);
-        double z = c->f->z[r * hdim + j], zq = c->f->zq[r * hdim + j];
-        if (big_b < SERIES_MAX && big_b * 0.25 * wmax <= FAST_MAX)
+        double a = c->f->a1[r * hdim + j], z = c->f->z[r * hdim + j], zq = c->f->zq[r * hdim + j];
+        if (big_b < SERIES_MAX && big_b * 0.25 * wmax <= FAST_MAX && wmax <= MOMENTS_MAX)
             acc_b1 += hidden_pair_diff_series(mb_p, mb_m, z, zq, e_t, w_t, s, q[0], q[1], q[2], q[3]);
         else
-            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
+            acc_b1 += hidden_pair_diff(hp_b, hm_b, a, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
         int64_t lo = b->row_ptr[r], hi = b->row_ptr[r + 1], nd = w->ndist[r];
         double hx = h * w->xmax[r]; /* the sample's largest nominal step */
-        if (hx < SERIES_MAX && hx * 0.25 * wmax <= FAST_MAX)
+        if (hx < SERIES_MAX && hx * 0.25 * wmax <= FAST_MAX && wmax <= MOMENTS_MAX)
             series_diffs(diff, w->m_plus + r * c->dpad, w->m_minus + r * c->dpad, nd, z, zq, e_t, w_t, s, q);
         else
             for (int64_t v = 0; v < nd; v++) {
                 double hv = h * w->value[r * d + v];
-                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
+                diff[v] = hidden_pair_diff(hv, hv, a, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
             }
         for (int64_t p = lo; p < hi; p++) {
             int64_t i = b->cols[p];
@@ -311,7 +325,7 @@ static int unit_gradients(const struct perturbed_ctx *c, double *col, double *di
             } else { /* this pixel's own steps */
                 double x = b->vals[p];
                 double d_p = x * ((pw + h) - pw), d_m = x * (pw - (pw - h));
-                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
+                col[i] += hidden_pair_diff(d_p, d_m, a, z, zq, e_t, w_t, s, q, wmax, e_row, w_row, a2_row, t, k);
             }
         }
     }
@@ -341,7 +355,7 @@ static void w2_row_gradients(const struct perturbed_ctx *c, double *acc, int64_t
             m_p[cc] = own ? expm1_small(u_p) : mu_p;
             m_m[cc] = own ? expm1_small(-u_m) : mu_m;
             use[cc] = c->logits[cc];
-            if (c->logits[cc] && (u_p > u_m ? u_p : u_m) > LARGE_SHIFT) { /* direct; kept out of the vector pass */
+            if (c->logits[cc] && (u_p > u_m ? u_p : u_m) > DIRECT_SHIFT) { /* direct; kept out of the vector pass */
                 acc[cc] += logit_shift_diff(a2_row, t, cc, u_p, u_m, k);
                 use[cc] = 0;
                 m_p[cc] = m_m[cc] = 0.0;
@@ -382,7 +396,7 @@ static void output_bias_gradients(const struct perturbed_ctx *c)
         for (int64_t r = 0; r < n; r++) {
             int64_t t = c->labels[r];
             const double *e_row = c->f->e + r * k;
-            if ((u_p > u_m ? u_p : u_m) > LARGE_SHIFT)
+            if ((u_p > u_m ? u_p : u_m) > DIRECT_SHIFT)
                 acc += logit_shift_diff(c->f->a2 + r * k, t, cc, u_p, u_m, k);
             else
                 acc += log_ratio(logit_pair_ratio(m_p, m_m, e_row[cc], cc == t, e_row[t], c->f->s[r]));

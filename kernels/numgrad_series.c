@@ -364,6 +364,8 @@ static int within(double limit, double width, int is_logit, double step, double 
     return 0;
 }
 
+/* units, logits: 1 where the remainder bound is not below the rounding of the result, or where an entry
+ * came out non-finite (coefficients of extreme weights that overflowed). */
 static void rejected(const struct series_ctx *c)
 {
     const sn_series_work *w = c->w;
@@ -387,7 +389,10 @@ static void rejected(const struct series_ctx *c)
         }
         int ok = within(ROUNDING * xmax * scale, hi - lo, 0, step, diff, xmax, c->h);
         ok = ok && within(ROUNDING * scale, hi - lo, 0, w->steps_b1[j], w->steps_b1[h + j], 1.0, c->h);
-        w->units[j] = !ok;
+        int finite = isfinite(c->g->b1[j]);
+        for (int64_t i = 0; i < c->p->d; i++)
+            finite = finite && isfinite(c->g->W1[i * h + j]);
+        w->units[j] = !ok || !finite;
     }
     for (int64_t col = 0; col < k; col++) {
         double scale = 0.0, step = 0.0, diff = 0.0;
@@ -399,7 +404,10 @@ static void rejected(const struct series_ctx *c)
         }
         int ok = within(ROUNDING * zmax * scale, 1.0, 1, step, diff, zmax, c->h);
         ok = ok && within(ROUNDING * scale, 1.0, 1, w->steps_b2[col], w->steps_b2[k + col], 1.0, c->h);
-        w->logits[col] = !ok;
+        int finite = isfinite(c->g->b2[col]);
+        for (int64_t j = 0; j < h; j++)
+            finite = finite && isfinite(c->g->W2[j * k + col]);
+        w->logits[col] = !ok || !finite;
     }
 }
 

@@ -38,6 +38,13 @@ def _vec(m=4, dtype=np.float64):
     return np.zeros(m, dtype=dtype)
 
 
+def _unaligned(m=4):
+    """A C-contiguous float64 vector whose data starts 1 byte past an aligned address."""
+    v = np.frombuffer(np.zeros(8 * m + 1, dtype=np.uint8)[1:].data, dtype=np.float64)
+    assert v.flags.c_contiguous and not v.flags.aligned
+    return v
+
+
 @pytest.mark.parametrize(
     "args, error, message",
     [
@@ -48,6 +55,7 @@ def _vec(m=4, dtype=np.float64):
         ((_vec(3), _vec()), ValueError, "x.x: size is 4 here but 3 elsewhere"),
         ((_vec(), np.zeros((2, 2))), ValueError, "x.x: expected a 1-d array, got 2 dimensions"),
         ((_vec(), [0.0] * 4), TypeError, "x.x: expected a C-contiguous array"),
+        ((_vec(), _unaligned()), ValueError, "x.x: expected an aligned array"),
         ((_vec(),), TypeError, "sigmoid: expected 2 arguments, got 1"),
     ],
 )

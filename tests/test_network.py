@@ -540,35 +540,57 @@ def test_perturbed_series_helpers_match_library():
             assert abs(nw.log_ratio(r) - math.log(r)) <= 2 * ULP * abs(math.log(r))
 
 
-@pytest.mark.parametrize("c", [1.5e-4, 1.99e-4, 0.99e-3, 1.01e-3, 0.05, 10.0])
-def test_perturbed_hidden_pair_paths_agree(rng, c):
-    # c = |d| / 4 * max|W2[j]|: below FAST_MAX (2e-4) the series path, up to
-    # SERIES_MAX (1e-3) the Taylor sum with branches, above it the direct sum;
-    # c = 10 (d = 40) with saturated units is where a naive 1 + z (e^d - 1)
-    # cancels. Oracle: the same loss difference in mpmath (naive.loss_taylor's
-    # definition, evaluated directly). Each path's result log(r) carries a few
-    # ulps of r ~ 1: 2e-15, plus relative 1e-14 for the larger differences.
+@pytest.mark.parametrize(
+    "c, wscale, saturated",
+    [
+        (1.5e-4, 1.0, False),
+        (1.99e-4, 1.0, False),
+        (0.99e-3, 1.0, False),
+        (1.01e-3, 1.0, False),
+        (0.05, 1.0, False),
+        (10.0, 1.0, False),
+        # logit shifts |dz w| beyond DIRECT_SHIFT (1): up to ~1e3 (the ratio
+        # forms' 1 + expm1(u) loses all precision below u ~ -37)
+        (10.0, 100.0, False),
+        (0.05, 1e3, False),
+        # |a| beyond SATURATED (700): z zq underflows; steps of up to 2e3 back across 0
+        (500.0, 1.0, True),
+        (1e-4, 1.0, True),
+    ],
+)
+def test_perturbed_hidden_pair_paths_agree(rng, c, wscale, saturated):
+    # c = |d| / 4 * max|W2[j]| / wscale: below FAST_MAX (2e-4) the series
+    # path, up to SERIES_MAX (1e-3) the Taylor sum with branches, above it
+    # the direct sum; c = 10 (d = 40) with saturated units is where a naive
+    # 1 + z (e^d - 1) cancels. Oracle: the same loss difference in mpmath
+    # (naive.loss_taylor's definition, evaluated directly). Each path's
+    # result carries a few ulps of r ~ 1 (log r) or of the two losses
+    # (direct, each below -log(1e-7) ~ 16): 2e-15 + 1e-14 relative, and
+    # 1e-14 absolute where the losses are computed directly.
     import mpmath
 
     nw = _perturbed_module()
     for _ in range(20):
         k = 10
         w = rng.standard_normal(k)
-        w *= 1.0 / np.abs(w).max()  # max |w| = 1, so c = |d| / 4
+        w *= wscale / np.abs(w).max()  # max |w| = wscale
         d = 4.0 * c * rng.choice([-1.0, 1.0])
-        a = rng.normal(0.0, 3.0 if c < 1 else 40.0)
+        if saturated:
+            a = float(rng.choice([-1.0, 1.0]) * rng.uniform(701.0, 1500.0))
+        else:
+            a = rng.normal(0.0, 3.0 if c < 1 else 40.0)
         logits = rng.normal(0.0, 2.0, k)
         t = int(rng.integers(k))
         e = np.exp(logits - logits.max())
-        z, zq = 1.0 / (1.0 + math.exp(-a)), 1.0 / (1.0 + math.exp(a))
+        z, zq = scratchnet.sigmoid(a), scratchnet.sigmoid(-a)
         q = [float(np.sum(e * w**p)) / math.factorial(p) for p in (1, 2, 3, 4)]
         args = (z, zq, e[t], w[t], float(np.sum(e)), *q)
-        got = nw.hidden_pair_diff(d, d, *args, 1.0, e, w, logits, t)
-        if c <= nw.FAST_MAX:
+        got = nw.hidden_pair_diff(d, d, a, *args, wscale, e, w, logits, t)
+        if c <= nw.FAST_MAX and wscale == 1.0 and not saturated:
             m_p, m_m = math.expm1(d), math.expm1(-d)
             assert abs(nw.hidden_pair_diff_series(m_p, m_m, *args) - got) <= 2e-15
 
-        with mpmath.workdps(40):
+        with mpmath.workdps(60):
             def loss(dd):
                 A = mpmath.mpf(a)
                 dz = 1 / (1 + mpmath.exp(-(A + dd))) - 1 / (1 + mpmath.exp(-A))
@@ -577,7 +599,8 @@ def test_perturbed_hidden_pair_paths_agree(rng, c):
                 return -mpmath.log(ex[t] / mpmath.fsum(ex) + mpmath.mpf("1e-7"))
 
             exact = float(loss(mpmath.mpf(d)) - loss(-mpmath.mpf(d)))
-        assert abs(got - exact) <= 2e-15 + 1e-14 * abs(exact), (got, exact)
+        tol = 2e-15 + 1e-14 * abs(exact) + (1e-14 if c * wscale > nw.DIRECT_SHIFT else 0.0)
+        assert math.isfinite(got) and abs(got - exact) <= tol, (got, exact, a, d)
 
 
 # -- kernel properties ------------------------------------------------------------------

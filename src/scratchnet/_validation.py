@@ -10,14 +10,27 @@ import numbers
 import numpy as np
 
 
+def as_array(a, name):
+    """``np.asarray(a)``; an input NumPy cannot read (a ragged list) is refused by name."""
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:  # "setting an array element with a sequence ..."
+        raise ValueError(f"{name}: cannot be read as an array ({exc})") from None
+
+
+def kernel_array(a, dtype=None):
+    """``a`` as the kernels read it: C-contiguous and aligned (a copy only if it is not)."""
+    # not np.ascontiguousarray: it turns a 0-d array into shape (1,), and keeps unaligned data
+    return np.require(a, dtype, ["C", "A"])
+
+
 def as_float64(a, name):
-    """``a`` as a C-contiguous float64 array of the same shape (0-d stays
-    0-d); booleans, complex, strings and objects are refused."""
-    arr = np.asarray(a)
+    """``a`` as a C-contiguous, aligned float64 array of the same shape (0-d
+    stays 0-d); booleans, complex, strings and objects are refused."""
+    arr = as_array(a, name)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
-    # not np.ascontiguousarray: it turns a 0-d array into shape (1,)
-    return np.asarray(arr, dtype=np.float64, order="C")
+    return kernel_array(arr, np.float64)
 
 
 def labels_from_targets(t, n, k, name="t"):
@@ -25,14 +38,14 @@ def labels_from_targets(t, n, k, name="t"):
 
     Returns a C-contiguous ``intp`` array with every label in [0, k).
     """
-    t = np.asarray(t)
+    t = as_array(t, name)
     if t.shape == (n, k):
         if t.dtype.kind not in "fiub":
             raise TypeError(f"{name}: one-hot targets must be numeric, got dtype {t.dtype}")
         is_binary = (t == 0) | (t == 1)
         if not is_binary.all() or not (np.count_nonzero(t, axis=1) == 1).all():
             raise ValueError(f"{name}: one-hot targets must have exactly one 1 per row and 0 elsewhere")
-        return np.ascontiguousarray(np.argmax(t, axis=1), dtype=np.intp)
+        return kernel_array(np.argmax(t, axis=1), np.intp)
     if t.shape != (n,):
         raise ValueError(
             f"{name}: expected integer labels of shape ({n},) or one-hot targets of shape "
@@ -45,7 +58,7 @@ def labels_from_targets(t, n, k, name="t"):
         if lo < 0 or hi >= k:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name}: label {bad} out of range [0, {k})")
-    return np.ascontiguousarray(t, dtype=np.intp)
+    return kernel_array(t, np.intp)
 
 
 def as_real(v):

@@ -8,7 +8,7 @@ float64 array, allocates the output and hands both to a backend kernel
 import numpy as np
 
 from . import backends
-from ._validation import as_float64, labels_from_targets
+from ._validation import as_array, as_float64, labels_from_targets
 
 
 def sigmoid(x, *, backend=None):
@@ -68,12 +68,22 @@ def sum_squares_error(y, t):
     Returns
     -------
     float
+        ``inf`` where the sum exceeds float64's range.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, or NaN or infinite entries in ``y`` or ``t``.
     """
     y = as_float64(y, "y")
     t = as_float64(t, "t")
     if y.shape != t.shape:
         raise ValueError(f"t: shape {t.shape} does not match y's shape {y.shape}")
-    return 0.5 * float(np.sum((y - t) ** 2))
+    for name, a in (("y", y), ("t", t)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: contains NaN or inf")
+    with np.errstate(over="ignore"):  # a sum beyond float64's range is inf, its correct rounding
+        return 0.5 * float(np.sum((y - t) ** 2))
 
 
 def cross_entropy_error(y, t, *, backend=None):
@@ -122,7 +132,7 @@ def _batch_of_one_target(t, k):
     """The target of a vector ``y`` (K,) as a batch of one, as the book
     reshapes it: a one-hot (K,) or (1, K) becomes (1, K), a label () or (1,)
     becomes (1,)."""
-    t = np.asarray(t)
+    t = as_array(t, "t")
     if t.shape in ((k,), (1, k)):
         return t.reshape(1, k)
     if t.shape in ((), (1,)):

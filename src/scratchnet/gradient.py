@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import as_real, check_step, short_repr
+from ._validation import as_array, as_real, check_step, short_repr
 
 
 
@@ -305,7 +305,7 @@ def _allocate_history(step_num, shape):
 
 def as_float_copy(a, name="init_x"):
     """A float64 copy of a real numeric array_like (bool, complex, str refused)."""
-    arr = np.asarray(a)
+    arr = as_array(a, name)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     return np.array(arr, dtype=np.float64, copy=True)
@@ -347,7 +347,7 @@ def _is_real_scalar(x):
 def _real_array(x, name, expected):
     if x is None or isinstance(x, (str, bytes, bool, np.bool_, complex, np.complexfloating)):
         raise TypeError(f"{name}: expected {expected}, got {type(x).__name__}")
-    arr = np.asarray(x)
+    arr = as_array(x, name)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected {expected}, got an array of dtype {arr.dtype}")
     return np.array(arr, dtype=np.float64)  # a copy: f never gets the caller's array

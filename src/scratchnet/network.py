@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backends
 from ._config import DEFAULT_H
-from ._validation import as_float64, check_step, labels_from_targets
+from ._validation import as_array, as_float64, check_step, kernel_array, labels_from_targets
 from .backends.structs import Forward, Grads, Params
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
@@ -268,7 +268,7 @@ class TwoLayerNet:
                     f"params['{name}']: expected shape {expected[name]} (TwoLayerNet({d}, {h}, {k})), "
                     f"got {p[name].shape}"
                 )
-        return Params(*(np.ascontiguousarray(p[name]) for name in PARAM_NAMES))
+        return Params(*(kernel_array(p[name]) for name in PARAM_NAMES))
 
     def check_params(self, *, for_numerical=False):
         """Check the parameters fully: :meth:`kernel_params`, and every entry finite.
@@ -293,10 +293,10 @@ class TwoLayerNet:
 
     # -- data -------------------------------------------------------------------
     def _check_x(self, x):
-        x = np.asarray(x)
+        x = as_array(x, "x")
         # float32 (load_mnist's pixels) goes to the kernels as it is: they
         # promote it to float64 exactly, as NumPy does in the chapter's code.
-        x = np.ascontiguousarray(x) if x.dtype == np.float32 else as_float64(x, "x")
+        x = kernel_array(x) if x.dtype == np.float32 else as_float64(x, "x")
         d = self.sizes[0]
         if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
             raise ValueError(f"x: expected a batch of shape (N, {d}) with N >= 1, got {x.shape}")

@@ -21,13 +21,14 @@ the network's unchecked ``*_batch`` methods.
 
 import copy
 import dataclasses
+import math
 import numbers
 
 import numpy as np
 
 from . import backends
 from ._config import DEFAULT_H
-from ._validation import check_step, labels_from_targets
+from ._validation import as_array, as_real, check_step, kernel_array, labels_from_targets, short_repr
 from .network import NUMGRAD_METHODS, PARAM_NAMES
 
 GRADIENTS = ("numerical", "backprop")
@@ -113,13 +114,9 @@ def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_
         raise ValueError(
             f"batch_size: expected an integer between 1 and the training set size {train_size}, got {batch_size!r}"
         )
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, numbers.Real)
-        or not np.isfinite(learning_rate)
-        or learning_rate <= 0
-    ):
-        raise ValueError(f"learning_rate: expected a finite positive number, got {learning_rate!r}")
+    rate = as_real(learning_rate)
+    if rate is None or not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"learning_rate: expected a finite positive number, got {short_repr(learning_rate)}")
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient: expected one of {list(GRADIENTS)}, got {gradient!r}")
     if numgrad_method not in NUMGRAD_METHODS:
@@ -131,7 +128,7 @@ def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_
 def check_data(network, x, t, xname, tname):
     """``x`` (N, D) as given and ``t`` as intp labels (N,), checked against the network's sizes."""
     d, _, k = network.sizes
-    x = np.asarray(x)
+    x = as_array(x, xname)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
         raise ValueError(f"{xname}: expected a non-empty array of shape (N, {d}), got shape {x.shape}")
     if x.dtype.kind not in "fiu":
@@ -152,7 +149,7 @@ class DataSet:
     def from_arrays(cls, network, x, t, kernels, xname="x", tname="t"):
         x, labels = check_data(network, x, t, xname, tname)
         x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
-        return cls(kernels.sparse_rows(np.ascontiguousarray(x)), labels)
+        return cls(kernels.sparse_rows(kernel_array(x)), labels)
 
     def __len__(self):
         return len(self.labels)
@@ -204,16 +201,31 @@ def _gradient_function(network, gradient, h, numgrad_method, backend):
     return lambda batch, labels: network.gradient_batch(batch, labels, backend=backend)
 
 
-def _step(network, grads, learning_rate, i):
-    """params[k] -= learning_rate * grads[k], all or none: a non-finite update leaves params as they were."""
+def _step(network, grads, learning_rate, i, loss_of):
+    """params[k] -= learning_rate * grads[k], all or none; returns loss_of() of the updated net.
+
+    The update is applied only if it is finite and the loss of the updated
+    net is finite: otherwise FloatingPointError, params as they were.
+    """
     params = network.params
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below, and explained
         updated = {key: params[key] - learning_rate * grads[key] for key in PARAM_NAMES}
     bad = [key for key in PARAM_NAMES if not np.isfinite(updated[key]).all()]
     if bad:
         raise FloatingPointError(_why_not_finite(params, grads, bad, learning_rate, i))
+    network.params = updated  # the loss of the update, before it is written into the caller's arrays
+    try:
+        loss = loss_of()
+    finally:
+        network.params = params
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"learning_rate: training diverged at iteration {i} (loss {loss}); the update was not applied; "
+            "try a smaller learning rate"
+        )
     for key in PARAM_NAMES:
         params[key][...] = updated[key]
+    return loss
 
 
 def _why_not_finite(params, grads, bad, learning_rate, i):
@@ -365,9 +377,9 @@ def _iteration(network, data, kernels, rng, batch_size, learning_rate, grad_fn, 
     rows = rng.choice(len(data), batch_size)
     batch = kernels.batch_take(data.rows, rows)
     labels = data.labels[rows]
+    loss_of = lambda: network.loss_batch(batch, labels, backend=backend)  # noqa: E731
     try:
-        _step(network, grad_fn(batch, labels), learning_rate, i)
-        loss = network.loss_batch(batch, labels, backend=backend)
+        return _step(network, grad_fn(batch, labels), learning_rate, i, loss_of)
     except FloatingPointError as exc:
         message = str(exc)
         if message.startswith("x:"):  # the data, not the settings
@@ -377,8 +389,3 @@ def _iteration(network, data, kernels, rng, batch_size, learning_rate, grad_fn, 
         elif message.startswith("params['W2']: the logits"):
             message = f"learning_rate: at iteration {i}, {message}; try a smaller learning rate"
         raise FloatingPointError(message) from None
-    if not np.isfinite(loss):
-        raise FloatingPointError(
-            f"learning_rate: training diverged at iteration {i} (loss {loss}); try a smaller learning rate"
-        )
-    return loss

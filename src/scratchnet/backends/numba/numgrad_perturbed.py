@@ -42,10 +42,20 @@ SERIES_MAX = 1e-3
 # holds (derived there); MNIST in [0, 1] with h = 1e-4 meets it for |W2| <= 8.
 FAST_MAX = 2e-4
 NOMINAL_TOL = 2.0**-40  # a step of W1 within h * NOMINAL_TOL of h counts as h
-# Beyond this shift of a logit, exp would overflow in the ratio forms: the two
-# perturbed losses are then computed directly (their difference is then of
-# order 1 or larger, so nothing is lost to cancellation).
-LARGE_SHIFT = 700.0
+# Up to this shift of any logit the ratio forms below are exact to a few
+# ulps: 1 + expm1(u) >= e^-1 keeps its relative error within e 2^-53, and a
+# normaliser S + sum_k e_k expm1(u_k) >= S e^-1 cancels no more. Beyond it
+# (extreme steps or weights only: never the chapter's, whose shifts are
+# below 1e-3) the two perturbed losses are computed directly with a stable
+# softmax, each to a few ulps of itself (shifted_loss).
+DIRECT_SHIFT = 1.0
+# Beyond this |pre-activation| z zq (~e^-|a|) is subnormal or 0: sigmoid_step
+# then takes the difference of the two sigmoids directly (see there).
+SATURATED = 700.0
+# Largest |W2| for which the moments q_p (p <= 4, e_k <= 1) cannot overflow
+# (K (1e60)^4 / 24 is finite for any K); beyond it a hidden step's normaliser
+# is summed logit by logit.
+MOMENTS_MAX = 1e60
 
 
 @jit()
@@ -90,14 +100,30 @@ def log_ratio(r):
 
 
 @jit()
-def sigmoid_step(z, zq, d):
-    """sigmoid(a + d) - sigmoid(a) for any d, from z = sigmoid(a), zq = sigmoid(-a).
+def sigmoid_of(v):
+    """1 / (1 + exp(-v)), exp only of -|v|."""
+    if v >= 0.0:
+        return 1.0 / (1.0 + math.exp(-v))
+    ev = math.exp(v)
+    return ev / (1.0 + ev)
+
+
+@jit()
+def sigmoid_step(a, z, zq, d):
+    """sigmoid(a + d) - sigmoid(a) for any a and d, given z = sigmoid(a), zq = sigmoid(-a).
 
     It equals z zq (e^d - 1) / (zq + z e^d) and, dividing by e^d,
     z zq (1 - e^-d) / (z + zq e^-d). The form whose exp has a non-positive
     argument is used: nothing overflows and no two nearly equal numbers are
-    subtracted, for any a and d.
+    subtracted. Where |a| > SATURATED, z zq would lose its precision to
+    underflow (0 / 0 for a step back across 0); there the sigmoid nearer 0
+    is subtracted directly: sigmoid(a + d) - z for a < 0, zq - sigmoid(-a - d)
+    for a > 0, both to an absolute error of a few ulps of the result.
     """
+    if a < -SATURATED:
+        return sigmoid_of(a + d) - z
+    if a > SATURATED:
+        return zq - sigmoid_of(-a - d)
     if d > 0.0:
         return z * zq * -expm1_small(-d) / (z + zq * math.exp(-d))
     return z * zq * expm1_small(d) / (zq + z * math.exp(d))
@@ -142,10 +168,11 @@ def shifted_sum(dz, s, q1, q2, q3, q4, wmax, e_row, w_row):
 
     With c = |dz| max_k |w_k| <= 1e-3 the Taylor series through p = 4 is
     exact to double precision: the tail is at most
-    sum_k e_k c^5/120 e^c <= S * 8.4e-18 < S * 2^-56. Otherwise the sum is
-    taken directly.
+    sum_k e_k c^5/120 e^c <= S * 8.4e-18 < S * 2^-56. Otherwise (or where
+    the moments may have overflowed, wmax > MOMENTS_MAX) the sum is taken
+    directly.
     """
-    if abs(dz) * wmax <= SERIES_MAX:
+    if abs(dz) * wmax <= SERIES_MAX and wmax <= MOMENTS_MAX:
         return s + dz * (q1 + dz * (q2 + dz * (q3 + dz * q4)))
     d = 0.0
     for k in range(e_row.shape[0]):
@@ -154,14 +181,14 @@ def shifted_sum(dz, s, q1, q2, q3, q4, wmax, e_row, w_row):
 
 
 @jit()
-def hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t):
-    """Loss difference of one sample when its hidden pre-activation moves by +d_p / -d_m; any steps.
+def hidden_pair_diff(d_p, d_m, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t):
+    """Loss difference of one sample when its hidden pre-activation a moves by +d_p / -d_m; any steps.
 
-    a2_row (K,): the sample's logits, for logit shifts beyond LARGE_SHIFT.
+    a2_row (K,): the sample's logits, for logit shifts beyond DIRECT_SHIFT.
     """
-    dz_p = sigmoid_step(z, zq, d_p)
-    dz_m = sigmoid_step(z, zq, -d_m)
-    if max(abs(dz_p), abs(dz_m)) * wmax > LARGE_SHIFT:
+    dz_p = sigmoid_step(a, z, zq, d_p)
+    dz_m = sigmoid_step(a, z, zq, -d_m)
+    if max(abs(dz_p), abs(dz_m)) * wmax > DIRECT_SHIFT:
         return shifted_loss(a2_row, t, w_row, dz_p, 0, 0.0) - shifted_loss(a2_row, t, w_row, dz_m, 0, 0.0)
     num_p = e_t + e_t * expm1_small(dz_p * w_t)
     num_m = e_t + e_t * expm1_small(dz_m * w_t)
@@ -175,7 +202,8 @@ def hidden_pair_diff_series(m_p, m_m, z, zq, e_t, w_t, s, q1, q2, q3, q4):
     """hidden_pair_diff by series only, for steps below 1e-3 with c = step / 4 * max_k |W2[j, k]| <= 2e-4.
 
     m_p, m_m = expm1(d_p), expm1(-d_m). The caller checks both bounds
-    (SERIES_MAX, FAST_MAX); then no branch is needed and the loop over pixel
+    (SERIES_MAX, FAST_MAX) and that the moments are finite (MOMENTS_MAX);
+    then no branch is needed and the loop over pixel
     values vectorises. 1 + z m >= 1 - 1e-3 does not cancel, and
     z zq m / (1 + z m) is sigmoid_step. |dz| <= step / 4 (sigmoid' <= 1/4),
     so every |dz w_k| <= c: the Taylor sum (through q4) and expm1_series
@@ -271,20 +299,20 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
         t = labels[r]
         e_t, w_t, s = e_row[t], w_row[t], fwd.s[r]
         q1, q2, q3, q4 = moments(e_row, w_row)
-        z, zq = fwd.z[r, j], fwd.zq[r, j]
-        if max(hp_b, hm_b) < SERIES_MAX and max(hp_b, hm_b) * 0.25 * wmax <= FAST_MAX:
+        a, z, zq = fwd.a1[r, j], fwd.z[r, j], fwd.zq[r, j]
+        if max(hp_b, hm_b) < SERIES_MAX and max(hp_b, hm_b) * 0.25 * wmax <= FAST_MAX and wmax <= MOMENTS_MAX:
             acc_b1 += hidden_pair_diff_series(mb_p, mb_m, z, zq, e_t, w_t, s, q1, q2, q3, q4)
         else:
-            acc_b1 += hidden_pair_diff(hp_b, hm_b, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
+            acc_b1 += hidden_pair_diff(hp_b, hm_b, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
         lo = batch.row_ptr[r]
         hx = h * xmax[r]  # the sample's largest nominal step
-        if hx < SERIES_MAX and hx * 0.25 * wmax <= FAST_MAX:
+        if hx < SERIES_MAX and hx * 0.25 * wmax <= FAST_MAX and wmax <= MOMENTS_MAX:
             for v in range(ndist[r]):
                 diff[v] = hidden_pair_diff_series(m_plus[lo + v], m_minus[lo + v], z, zq, e_t, w_t, s, q1, q2, q3, q4)
         else:
             for v in range(ndist[r]):
                 hv = h * value[lo + v]
-                diff[v] = hidden_pair_diff(hv, hv, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
+                diff[v] = hidden_pair_diff(hv, hv, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
         for p in range(lo, batch.row_ptr[r + 1]):
             i = batch.cols[p]
             pw = params.W1[i, j]
@@ -293,7 +321,7 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
             else:  # this pixel's own steps
                 x = batch.vals[p]
                 d_p, d_m = x * ((pw + h) - pw), x * (pw - (pw - h))
-                col[i] += hidden_pair_diff(d_p, d_m, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
+                col[i] += hidden_pair_diff(d_p, d_m, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
     for i in range(d):
         grads.W1[i, j] = col[i] / n / (2.0 * h)
     grads.b1[j] = acc_b1 / n / (2.0 * h)
@@ -323,7 +351,7 @@ def w2_row_gradients(grads, acc, fwd, labels, params, h, logits, j):
                 if not nominal(pw, h):
                     u_p, u_m = zr * ((pw + h) - pw), zr * (pw - (pw - h))
                     m_p, m_m = expm1_small(u_p), expm1_small(-u_m)
-                if max(u_p, u_m) > LARGE_SHIFT:
+                if max(u_p, u_m) > DIRECT_SHIFT:
                     acc[c] += logit_shift_diff(fwd.a2[r], t, c, u_p, u_m)
                 else:
                     acc[c] += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])
@@ -364,7 +392,7 @@ def output_bias_gradients(grads, fwd, labels, params, h, logits):
             acc = 0.0
             for r in range(n):
                 t = labels[r]
-                if max(u_p, u_m) > LARGE_SHIFT:
+                if max(u_p, u_m) > DIRECT_SHIFT:
                     acc += logit_shift_diff(fwd.a2[r], t, c, u_p, u_m)
                 else:
                     acc += logit_pair_diff(m_p, m_m, fwd.e[r, c], c == t, fwd.e[r, t], fwd.s[r])

@@ -355,8 +355,9 @@ def within(limit, width, is_logit, step, diff, scale_x, h):
 
 
 @jit()
-def rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, xmax, zmax, W2, h):
-    """units (H,), logits (K,): True where the remainder bound is not below the rounding of the result."""
+def rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, xmax, zmax, W2, h):
+    """units (H,), logits (K,): True where the remainder bound is not below the rounding of the result,
+    or where an entry came out non-finite (coefficients of extreme weights that overflowed)."""
     hdim, k = W2.shape
     n = C.shape[1]
     for j in range(hdim):
@@ -371,7 +372,10 @@ def rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, xmax, 
             step, diff = max(step, steps_w1[c, 0, j]), max(diff, steps_w1[c, 1, j])
         ok = within(ROUNDING * xmax * scale, hi - lo, False, step, diff, xmax, h)
         ok = ok and within(ROUNDING * scale, hi - lo, False, steps_b1[0, j], steps_b1[1, j], 1.0, h)
-        units[j] = not ok
+        finite = math.isfinite(grads.b1[j])
+        for i in range(grads.W1.shape[0]):
+            finite = finite and math.isfinite(grads.W1[i, j])
+        units[j] = not (ok and finite)
     for c in range(k):
         scale = 0.0
         for r in range(n):
@@ -381,7 +385,10 @@ def rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, xmax, 
             step, diff = max(step, steps_w2[0, j, c]), max(diff, steps_w2[1, j, c])
         ok = within(ROUNDING * zmax * scale, 1.0, True, step, diff, zmax, h)
         ok = ok and within(ROUNDING * scale, 1.0, True, steps_b2[0, c], steps_b2[1, c], 1.0, h)
-        logits[c] = not ok
+        finite = math.isfinite(grads.b2[c])
+        for j in range(hdim):
+            finite = finite and math.isfinite(grads.W2[j, c])
+        logits[c] = not (ok and finite)
 
 
 @jit()
@@ -414,7 +421,7 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
     products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h)
     units = np.empty(hdim, dtype=np.bool_)
     logits = np.empty(k, dtype=np.bool_)
-    rejected(units, logits, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h)
+    rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h)
     if units.any() or logits.any():
         numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
     return units, logits

@@ -42,18 +42,30 @@ def _loss_diff(a2_plus, a2_minus, t):
     return np.log((_true_class_prob(a2_minus, t) + DELTA) / (_true_class_prob(a2_plus, t) + DELTA))
 
 
+SATURATED = 700.0  # beyond this |a|, z zq (~e^-|a|) loses precision to underflow
+
+
 def sigmoid_step(a, d):
     """sigmoid(a + d) - sigmoid(a) without cancellation or overflow, for any a and d.
 
     With z = sigmoid(a), zq = sigmoid(-a) it equals z zq (e^d - 1) / (zq + z e^d)
     and z zq (1 - e^-d) / (z + zq e^-d); the form with exp of -|d| is used.
+    Where |a| > SATURATED, z zq underflows (0 / 0 for a step back across 0):
+    there the sigmoid nearer 0 is subtracted directly, sigmoid(a + d) - z for
+    a < 0 and zq - sigmoid(-a - d) for a > 0.
     """
+    a, d = np.broadcast_arrays(a, d)
     z, zq = sigmoid_pair(a)
     up = d > 0
     e = np.exp(-np.abs(d))
     num = np.where(up, -np.expm1(-np.abs(d)), np.expm1(-np.abs(d)))
     den = np.where(up, z + zq * e, zq + z * e)
-    return z * zq * num / den
+    with np.errstate(invalid="ignore"):  # 0 / 0 only where replaced below
+        step = z * zq * num / den
+    low, high = a < -SATURATED, a > SATURATED
+    step[low] = sigmoid_pair(a[low] + d[low])[0] - z[low]
+    step[high] = zq[high] - sigmoid_pair(a[high] + d[high])[1]
+    return step
 
 
 def real_steps(p, h):

@@ -263,6 +263,9 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
         grads.b2[...] = sum(w["b2"][m] * L[m].sum(axis=0) for m in range(1, M + 1)) / n
     zmax = float(fwd.z.max()) if fwd.z.size else 0.0
     units, logits = series_rejected(C[1], L[1], batch.xmax, zmax, steps, params.W2, h)
+    # and where an entry came out non-finite (coefficients of extreme weights that overflowed)
+    units |= ~(np.isfinite(grads.W1).all(axis=0) & np.isfinite(grads.b1))
+    logits |= ~(np.isfinite(grads.W2).all(axis=0) & np.isfinite(grads.b2))
     if units.any() or logits.any():
         numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
     return units, logits
