@@ -372,7 +372,8 @@ def run_cli(argv):
     if any("{run}" in a for a in argv):
         shutil.copytree(fixtures["run"], tmp / "run")
     values = {"tmp": str(tmp), "data": str(fixtures["data"]), "file": str(fixtures["file"]), "run": str(tmp / "run")}
-    argv = [a.format(**values) for a in argv]
+    for key, value in values.items():  # not str.format: a random word may hold braces
+        argv = [a.replace("{%s}" % key, value) for a in argv]
     threads, cwd = sn.get_num_threads(), os.getcwd()
     stdout, stderr = io.StringIO(), io.StringIO()
     result = {"argv": argv, "status": None, "traceback": None}
@@ -1314,6 +1315,28 @@ def test_finding_compiled_hidden_unit_nan_when_a_logit_moves_by_more_than_37():
 
 
 @pytest.mark.parametrize(
+    "params, method",
+    [
+        # numba and c: the moments q_p = sum_k e_k W2[j, k]^p / p! of a hidden
+        # unit overflow once |W2| > ~1e77 (p = 4), and a step that moves z by
+        # exactly 0 (b1 = -1000: z = 0 either side) times q = inf is NaN, by
+        # both methods. numpy: 0 (the unit is saturated: the loop's 0).
+        (([[0.0]], [-1000.0], [[1e100, -1e100]], [0.0, 0.0]), "series"),
+        (([[0.0]], [-1000.0], [[1e100, -1e100]], [0.0, 0.0]), "perturbed"),
+        # numpy's series: hidden_coefficients' v**m overflows (RuntimeWarning)
+        # and the NaN coefficients pass the remainder bound (NaN compares
+        # false): W1 and b1 NaN, where numpy's perturbed method gives 0.
+        (([[0.0]], [-1e297], [[2.5e299, -2.5e299]], [5e299, -5e299]), "series"),
+    ],
+    ids=["moments-series", "moments-perturbed", "numpy-coefficients"],
+)
+def test_finding_huge_output_weights_give_nan_hidden_gradients(backend, params, method):
+    net = _net_with(*params)
+    g = net.numerical_gradient([[0.0]], [0], h=0.5, method=method, backend=backend)
+    assert np.isfinite(g["W1"]).all() and np.isfinite(g["b1"]).all(), g
+
+
+@pytest.mark.parametrize(
     "params, x",
     [
         # a2 = 1.7e308 z + 1.7e308 overflows: NaN probabilities, NaN loss, on every backend
@@ -1486,3 +1509,19 @@ def test_finding_unaligned_arrays_reach_the_c_kernels(monkeypatch):
     net.params = {k: unaligned(v) for k, v in net.params.items()}
     got = net.numerical_gradient(x, [0, 1], backend="c")
     assert all(got[k].tobytes() == aligned[k].tobytes() for k in PARAM_NAMES)
+
+
+def test_finding_train_keeps_the_update_of_an_iteration_whose_loss_diverged(backend):
+    # _iteration applies the update (_step: finite, so accepted), then the
+    # loss of the updated net is NaN (its logits overflow: b2 ~ 1.2e308) and
+    # train raises FloatingPointError "training diverged at iteration 0":
+    # net.params keep iteration 0's update although no History has that
+    # iteration (the other FloatingPointError leaves the parameters "as they
+    # were at the end of the previous iteration"). Expected: the same here.
+    net = sn.TwoLayerNet(1, 2, 3, seed=1)
+    before = {k: v.copy() for k, v in net.params.items()}
+    x = np.array([[0.0]])
+    with pytest.raises(FloatingPointError, match="^learning_rate: "):
+        sn.train(net, x, [0], x, [0], iters_num=1, batch_size=1, learning_rate=1.7976931348623157e308,
+                 gradient="backprop", backend=backend)
+    assert [k for k in PARAM_NAMES if net.params[k].tobytes() != before[k].tobytes()] == []
