@@ -6,9 +6,31 @@ import pytest
 import scratchnet
 
 
-@pytest.fixture(params=scratchnet.available_backends())
+def selected_backends():
+    """The installed backends, or those named in ``SCRATCHNET_TEST_BACKENDS``
+    (comma-separated, e.g. ``c,numpy`` for the sanitizer run, which keeps
+    Numba out of an ASan process): only these are loaded."""
+    wanted = os.environ.get("SCRATCHNET_TEST_BACKENDS")
+    if not wanted:
+        return scratchnet.available_backends()
+    names = [name.strip() for name in wanted.split(",")]
+    unknown = sorted(set(names) - set(scratchnet.backends.BACKEND_NAMES))
+    if unknown:
+        raise ValueError(f"SCRATCHNET_TEST_BACKENDS: unknown backends {unknown}")
+    return tuple(name for name in scratchnet.backends.BACKEND_NAMES if name in names and _loads(name))
+
+
+def _loads(name):
+    try:
+        scratchnet.backends.load(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=selected_backends())
 def backend(request):
-    """Every test that takes ``backend`` runs once per installed backend."""
+    """Every test that takes ``backend`` runs once per installed (or selected) backend."""
     return request.param
 
 
