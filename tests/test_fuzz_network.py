@@ -1261,8 +1261,10 @@ def test_cli_exit_status(worker, argv):
 # These run in this process (none crashes) and state the contract the fuzz
 # tests assert; each fails until its finding is fixed.
 def _net_with(W1, b1, W2, b2):
-    net = sn.TwoLayerNet(1, 1, 1)
-    net.params = {k: np.array(v, dtype=np.float64) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2).items()}
+    params = {k: np.array(v, dtype=np.float64) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2).items()}
+    (d, h), k = params["W1"].shape, params["W2"].shape[1]
+    net = sn.TwoLayerNet(d, max(h, 1), max(k, 1))  # the sizes the parameters have (zero ones tested below)
+    net.params = params
     return net
 
 
@@ -1369,14 +1371,20 @@ def test_finding_numpy_backend_warns_where_the_compiled_ones_do_not():
     net = _net_with([[1e-100]], [0.0], [[1.0, 0.0]], [0.0, 0.0])  # numgrad_series.py: overflow in power
     net.numerical_gradient([[1e100]], [0], backend="numpy")
     net = _net_with([[1.7976931348623157e308]], [0.0], [[1.0, 0.0]], [0.0, 0.0])  # forward.py: overflow in matmul
-    net.predict([[2.0]], backend="numpy")
+    with pytest.raises(FloatingPointError, match=r"^x: the hidden pre-activations"):  # the compiled backends' error
+        net.predict([[2.0]], backend="numpy")
 
 
 def test_finding_sum_squares_error_warns_on_overflow():
     # 0.5 * sum((y - t)**2): RuntimeWarning "overflow encountered in
     # subtract/square" and inf; "invalid value" and NaN for inf - inf.
+    # Expected: inf where the true value exceeds float64 (its correct
+    # rounding), and NaN or inf inputs refused by name, as cross_entropy_error does.
     assert sn.sum_squares_error(np.array([1e308]), np.array([-1e308])) == np.inf
-    assert np.isnan(sn.sum_squares_error(np.array([np.inf]), np.array([np.inf])))
+    with pytest.raises(ValueError, match=r"^y: "):
+        sn.sum_squares_error(np.array([np.inf]), np.array([np.inf]))
+    with pytest.raises(ValueError, match=r"^t: "):
+        sn.sum_squares_error(np.array([0.5]), np.array([np.nan]))
 
 
 @pytest.mark.parametrize("call", ["sigmoid", "softmax", "cross_entropy_error", "sum_squares_error", "predict"])
