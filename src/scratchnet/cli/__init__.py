@@ -5,7 +5,7 @@ and ``run(args) -> exit status``. This module holds what they share: the
 parser, :class:`CLIError`, argument types and the entry point.
 
 Exit status: 0 done, 1 the command failed, 2 bad options or data, 130
-interrupted by Ctrl-C.
+interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP.
 """
 
 import argparse
@@ -69,6 +69,19 @@ def _command(name):
     return importlib.import_module(f".{name}", __name__)
 
 
+def emit(text, stream="stdout"):
+    """Print a line to sys.stdout or sys.stderr; never fails.
+
+    When the stream is gone (a closed terminal after SIGHUP: EIO; a closed
+    pipe: EPIPE), later lines go to os.devnull: losing output must not lose
+    the run being saved.
+    """
+    try:
+        print(text, file=getattr(sys, stream), flush=True)
+    except OSError:
+        setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 (for the rest of the process)
+
+
 def single_threaded_blas():
     """One BLAS thread for the whole run.
 
@@ -86,16 +99,21 @@ def single_threaded_blas():
 
 def main(argv=None):
     """Entry point of the ``scratchnet`` command; returns the exit status."""
+    from ._signals import Aborted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with single_threaded_blas():
             return _command(args.command).run(args)
     except CLIError as exc:
-        print(f"scratchnet: error: {exc}", file=sys.stderr)
+        emit(f"scratchnet: error: {exc}", "stderr")
         return exc.status
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        print("scratchnet: aborted", file=sys.stderr)
+    except Aborted as exc:  # a signal before training started, or a second one before saving
+        emit(f"scratchnet: aborted ({exc}); nothing of this session was saved", "stderr")
+        return exc.status
+    except KeyboardInterrupt:  # Ctrl-C before the command installed its handlers
+        emit("scratchnet: aborted", "stderr")
         return 130
 
 
