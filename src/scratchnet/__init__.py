@@ -14,6 +14,7 @@ from .functions import cross_entropy_error, sigmoid, softmax, sum_squares_error
 from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
+from .sweep import sweep
 from .training import History, train
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "sigmoid",
     "softmax",
     "sum_squares_error",
+    "sweep",
     "train",
     "TwoLayerNet",
 ]

@@ -16,7 +16,7 @@ import os
 import sys
 
 # Subcommand name -> module of this package (imported when the parser is built).
-COMMANDS = ("train",)
+COMMANDS = ("train", "sweep")
 
 
 class CLIError(Exception):
