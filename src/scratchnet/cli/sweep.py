@@ -66,7 +66,7 @@ def run(args):
     where = args.scheduler or args.scheduler_file or "a LocalCluster on this machine"
     try:
         grid = {k: sweeps.parse_values(k, getattr(args, k)) for k in DEFAULTS if getattr(args, k) is not None}
-        with _signals_as_interrupt() as received:
+        with _SignalsAsInterrupt() as received:
             result = sweeps.sweep(
                 args.out, grid, random=args.random, random_seed=args.random_seed, scheduler=args.scheduler,
                 scheduler_file=args.scheduler_file, workers=args.workers, threads=args.threads,
@@ -100,7 +100,7 @@ def sweeps_table(result):
     return sys.modules["scratchnet.sweep"].format_table(result.rows, result.swept)
 
 
-class _signals_as_interrupt:
+class _SignalsAsInterrupt:
     """SIGTERM and SIGHUP stop a sweep as Ctrl-C does (KeyboardInterrupt); the list holds the signal."""
 
     def __enter__(self):
