@@ -56,7 +56,10 @@ def env(tmp_path, monkeypatch):
 def run_cli(args, env, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "scratchnet", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -76,8 +79,29 @@ def png_size(path):
 # -- end to end in a subprocess ------------------------------------------------
 def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
     out = tmp_path / "run"
-    r = run_cli(["train", "--gradient", "backprop", "--data-dir", data_dirs["small"], "--iters", 30,
-                 "--batch-size", 50, "--lr", 0.5, "--hidden", 8, "--seed", 3, "--out", out, "--no-progress"], env)
+    r = run_cli(
+        [
+            "train",
+            "--gradient",
+            "backprop",
+            "--data-dir",
+            data_dirs["small"],
+            "--iters",
+            30,
+            "--batch-size",
+            50,
+            "--lr",
+            0.5,
+            "--hidden",
+            8,
+            "--seed",
+            3,
+            "--out",
+            out,
+            "--no-progress",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     lines = r.stdout.splitlines()
@@ -87,7 +111,12 @@ def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
     assert any(line.startswith("wall time") for line in lines)
 
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy.png", "config.json", "history.csv", "history.json", "loss.png", "params.npz",
+        "accuracy.png",
+        "config.json",
+        "history.csv",
+        "history.json",
+        "loss.png",
+        "params.npz",
     ]
     hist = json.loads((out / "history.json").read_text())
     assert hist["iterations"] == list(range(30)) and len(hist["train_loss"]) == 30
@@ -101,9 +130,16 @@ def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
     params = load_params(out)
     assert {k: v.shape for k, v in params.items()} == {"W1": (784, 8), "b1": (8,), "W2": (8, 10), "b2": (10,)}
     config = json.loads((out / "config.json").read_text())
-    assert config["settings"] == {"gradient": "backprop", "backend": "numba", "iters": 30, "batch_size": 50,
-                                  "lr": 0.5, "hidden": 8, "seed": 3,
-                                  "data_dir": str(data_dirs["small"].resolve())}
+    assert config["settings"] == {
+        "gradient": "backprop",
+        "backend": "numba",
+        "iters": 30,
+        "batch_size": 50,
+        "lr": 0.5,
+        "hidden": 8,
+        "seed": 3,
+        "data_dir": str(data_dirs["small"].resolve()),
+    }
     assert config["status"] == "completed" and config["iterations_done"] == 30
     assert set(config["versions"]) >= {"python", "numpy", "numba", "scratchnet"}
     assert config["threads"] >= 1 and config["train_size"] == 300 and config["test_size"] == 100
@@ -117,8 +153,23 @@ def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
 
 
 def test_numerical_gradient_run_with_default_backend(data_dirs, env, tmp_path):
-    r = run_cli(["train", "--data-dir", data_dirs["small"], "--iters", 3, "--batch-size", 20, "--hidden", 4,
-                 "--threads", 1, "--no-progress"], env)
+    r = run_cli(
+        [
+            "train",
+            "--data-dir",
+            data_dirs["small"],
+            "--iters",
+            3,
+            "--batch-size",
+            20,
+            "--hidden",
+            4,
+            "--threads",
+            1,
+            "--no-progress",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(EPOCH_LINE)
     assert "wall time" in r.stdout
@@ -129,12 +180,29 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(data_dirs, env, tmp_path
     # iteration. The child blocks once the pipe (64 KiB: ~1,770 lines, plus
     # the 8 KiB that readline buffers) is full, so it is still short of 2,500
     # iterations when SIGINT arrives, however slow this process is to send it.
-    common = ["train", "--gradient", "backprop", "--data-dir", data_dirs["tiny"], "--batch-size", 40,
-              "--hidden", 6, "--lr", 0.5, "--iters", 2500, "--no-progress"]
+    common = [
+        "train",
+        "--gradient",
+        "backprop",
+        "--data-dir",
+        data_dirs["tiny"],
+        "--batch-size",
+        40,
+        "--hidden",
+        6,
+        "--lr",
+        0.5,
+        "--iters",
+        2500,
+        "--no-progress",
+    ]
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
         [sys.executable, "-m", "scratchnet", *map(str, common), "--out", str(cut)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         first = proc.stdout.readline()
@@ -217,8 +285,24 @@ def test_bad_options_found_after_parsing(data_dirs, env, tmp_path, capsys):
 
 def test_resume_rejects_conflicts_and_damaged_runs(data_dirs, env, tmp_path, capsys):
     out = tmp_path / "run"
-    status, _, err = run_main(["--gradient", "backprop", "--data-dir", data_dirs["small"], "--iters", 12,
-                               "--batch-size", 50, "--hidden", 5, "--out", out, "--no-progress"], capsys)
+    status, _, err = run_main(
+        [
+            "--gradient",
+            "backprop",
+            "--data-dir",
+            data_dirs["small"],
+            "--iters",
+            12,
+            "--batch-size",
+            50,
+            "--hidden",
+            5,
+            "--out",
+            out,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert status == 0, err
 
     status, _, err = run_main(["--resume", out, "--lr", 0.5, "--hidden", 5, "--gradient", "numerical"], capsys)
@@ -237,8 +321,24 @@ def test_resume_rejects_conflicts_and_damaged_runs(data_dirs, env, tmp_path, cap
 
     # params.npz replaced by another run's: detected, not silently resumed
     other = tmp_path / "other"
-    run_main(["--gradient", "backprop", "--data-dir", data_dirs["small"], "--iters", 2, "--batch-size", 50,
-              "--hidden", 5, "--out", other, "--no-progress"], capsys)
+    run_main(
+        [
+            "--gradient",
+            "backprop",
+            "--data-dir",
+            data_dirs["small"],
+            "--iters",
+            2,
+            "--batch-size",
+            50,
+            "--hidden",
+            5,
+            "--out",
+            other,
+            "--no-progress",
+        ],
+        capsys,
+    )
     (out / "params.npz").write_bytes((other / "params.npz").read_bytes())
     status, _, err = run_main(["--resume", out, "--iters", 20], capsys)
     assert status == 2 and "params.npz does not belong to history.json" in err
@@ -254,8 +354,24 @@ def test_without_matplotlib_training_runs_and_says_how_to_plot(data_dirs, env, t
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... now raises ImportError
     out = tmp_path / "run"
-    status, stdout, err = run_main(["--gradient", "backprop", "--data-dir", data_dirs["small"], "--iters", 3,
-                                    "--batch-size", 100, "--hidden", 5, "--out", out, "--no-progress"], capsys)
+    status, stdout, err = run_main(
+        [
+            "--gradient",
+            "backprop",
+            "--data-dir",
+            data_dirs["small"],
+            "--iters",
+            3,
+            "--batch-size",
+            100,
+            "--hidden",
+            5,
+            "--out",
+            out,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert status == 0, err
     assert 'pip install "scratchnet[plot]"' in err
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "history.json", "params.npz"]
@@ -393,7 +509,9 @@ def test_shipped_data_digest_is_recorded(env, tmp_path, capsys):
 def signal_run(args, env, sig, code=None):
     """Start ``scratchnet train`` (or ``code``), send ``sig`` after the first
     accuracy line, return (returncode, stderr)."""
-    cmd = [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "scratchnet", *map(str, args)]
+    cmd = (
+        [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "scratchnet", *map(str, args)]
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = proc.stdout.readline()
@@ -447,9 +565,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("first, second, status", [
-    (signal.SIGINT, "SIGINT", 130), (signal.SIGTERM, "SIGINT", 143), (signal.SIGINT, "SIGTERM", 130),
-])
+@pytest.mark.parametrize(
+    "first, second, status",
+    [
+        (signal.SIGINT, "SIGINT", 130),
+        (signal.SIGTERM, "SIGINT", 143),
+        (signal.SIGINT, "SIGTERM", 130),
+    ],
+)
 def test_a_second_signal_does_not_abort_the_save(first, second, status, data_dirs, env, tmp_path):
     out = tmp_path / "run"
     code, err = signal_run(long_tiny_run(data_dirs, out), env, first, SIGNAL_WHILE_SAVING.format(second=second))
@@ -542,8 +665,14 @@ def test_sighup_from_a_closed_terminal_still_saves(data_dirs, env, tmp_path):
     out = tmp_path / "run"
     args = [a for a in long_tiny_run(data_dirs, out) if a != "--no-progress"]  # the bar writes to the tty too
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "scratchnet", *map(str, args)], stdin=slave, stdout=slave,
-                            stderr=slave, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchnet", *map(str, args)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         seen = b""
@@ -587,8 +716,15 @@ def test_a_run_that_cannot_be_saved_in_out_is_saved_elsewhere(data_dirs, env, tm
 def test_run_training_writes_what_the_command_writes(data_dirs, env, tmp_path, capsys):
     from scratchnet.cli.train import run_training
 
-    settings = {"gradient": "backprop", "data_dir": str(data_dirs["small"]), "iters": 7, "batch_size": 50,
-                "lr": 0.5, "hidden": 5, "seed": 2}
+    settings = {
+        "gradient": "backprop",
+        "data_dir": str(data_dirs["small"]),
+        "iters": 7,
+        "batch_size": 50,
+        "lr": 0.5,
+        "hidden": 5,
+        "seed": 2,
+    }
     result = run_training(settings, tmp_path / "api", threads=1)
     assert capsys.readouterr().out == ""  # a library call prints nothing
     cli_args = [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", v)]
@@ -603,4 +739,5 @@ def test_run_training_writes_what_the_command_writes(data_dirs, env, tmp_path, c
     assert config["argv"][:3] == ["train", "--gradient", "backprop"]
     assert result.status == "completed" and result.iterations_done == result.ran == 7
     assert result.final == config["final"] and result.best_test_acc == max(
-        e["test_acc"] for e in json.loads((api / "history.json").read_text())["epochs"])
+        e["test_acc"] for e in json.loads((api / "history.json").read_text())["epochs"]
+    )

@@ -14,16 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
+from idx_helpers import write_idx
 
 from scratchnet import cli
 from scratchnet.cli.train import run_training
 from scratchnet.datasets import load_mnist
 from scratchnet.sweep import SweepError, expand, normalize_grid, parse_values, run_id
-from idx_helpers import write_idx
 
 pytest.importorskip("distributed", reason='the sweep tests need Dask: pip install "scratchnet[sweep]"')
 
@@ -43,13 +41,29 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data_dir, iters=40):
-    return ["--gradient", "backprop", "--data-dir", str(data_dir), "--batch-size", "20", "--iters", str(iters),
-            "--hidden", "6", "--no-progress"]
+    return [
+        "--gradient",
+        "backprop",
+        "--data-dir",
+        str(data_dir),
+        "--batch-size",
+        "20",
+        "--iters",
+        str(iters),
+        "--hidden",
+        "6",
+        "--no-progress",
+    ]
 
 
 def sweep_cli(args, timeout=TIMEOUT, **kw):
-    return subprocess.run([sys.executable, "-m", "scratchnet", "sweep", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def read_results(out):
@@ -63,9 +77,16 @@ def params_bytes(run_dir):
 
 def single_run(row, tmp_path):
     """The run of a results.csv row done alone, in this process, as `scratchnet train --out` does it."""
-    settings = {"gradient": row["gradient"], "backend": row["backend"], "iters": int(row["iters"]),
-                "batch_size": int(row["batch_size"]), "lr": float(row["lr"]), "hidden": int(row["hidden"]),
-                "seed": int(row["seed"]), "data_dir": row["data_dir"] or None}
+    settings = {
+        "gradient": row["gradient"],
+        "backend": row["backend"],
+        "iters": int(row["iters"]),
+        "batch_size": int(row["batch_size"]),
+        "lr": float(row["lr"]),
+        "hidden": int(row["hidden"]),
+        "seed": int(row["seed"]),
+        "data_dir": row["data_dir"] or None,
+    }
     out = tmp_path / f"alone-{row['id']}"
     # One kernel thread: on a busy machine, 2-thread kernels of these tiny
     # runs spend their time waiting for each other (results do not depend on it).
@@ -78,10 +99,12 @@ def test_values_lists_and_ranges():
     assert parse_values("lr", "0.01,0.1,1") == [0.01, 0.1, 1.0]
     assert parse_values("seed", "0-3,7") == [0, 1, 2, 3, 7]
     assert parse_values("gradient", "backprop,numerical") == ["backprop", "numerical"]
-    for key, text, message in [("lr", "0.1,-1", "--lr -1: must be a finite positive"),
-                               ("hidden", "5-2", "--hidden 5-2: an empty range"),
-                               ("backend", "numba,cuda", "--backend cuda: invalid choice"),
-                               ("iters", "10,,20", "--iters '10,,20': an empty value")]:
+    for key, text, message in [
+        ("lr", "0.1,-1", "--lr -1: must be a finite positive"),
+        ("hidden", "5-2", "--hidden 5-2: an empty range"),
+        ("backend", "numba,cuda", "--backend cuda: invalid choice"),
+        ("iters", "10,,20", "--iters '10,,20': an empty value"),
+    ]:
         with pytest.raises(SweepError, match=message):
             parse_values(key, text)
 
@@ -125,8 +148,9 @@ def test_without_dask_it_says_how_to_install(monkeypatch, tmp_path, capsys):
 
 # -- a real cluster: a scheduler and two workers, separate processes -------------
 def _start(args, env, log):
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)  # own process group: stopped as a whole
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )  # own process group: stopped as a whole
 
 
 def _stop(proc):
@@ -151,15 +175,46 @@ def cluster(tmp_path_factory):
     log = open(root / "cluster.log", "w")  # noqa: SIM115 (closed at teardown)
     procs, tmpdirs = [], []
     try:
-        procs.append(_start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                             "--no-dashboard", "--scheduler-file", str(scheduler_file)], dict(os.environ), log))
+        procs.append(
+            _start(
+                [
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                dict(os.environ),
+                log,
+            )
+        )
         for i in range(2):
             tmpdirs.append(root / f"worker{i}-tmp")
             tmpdirs[-1].mkdir()
             env = {**os.environ, "TMPDIR": str(tmpdirs[-1])}
-            procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
-                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--death-timeout", "60",
-                                 "--local-directory", str(root / f"worker{i}")], env, log))
+            procs.append(
+                _start(
+                    [
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--death-timeout",
+                        "60",
+                        "--local-directory",
+                        str(root / f"worker{i}"),
+                    ],
+                    env,
+                    log,
+                )
+            )
         _wait_for_workers(scheduler_file, 2, root / "cluster.log")
         address = json.loads(scheduler_file.read_text())["address"]
         yield {"file": scheduler_file, "address": address, "workers": procs[1:], "tmpdirs": tmpdirs}
@@ -174,8 +229,10 @@ def _wait_for_workers(scheduler_file, n, log, timeout=60):
     while time.monotonic() < deadline:
         if scheduler_file.exists():
             try:
-                if len(json.loads(scheduler_file.read_text()).get("address", "")) and \
-                        log.read_text().count("Registered to:") >= n:
+                if (
+                    len(json.loads(scheduler_file.read_text()).get("address", ""))
+                    and log.read_text().count("Registered to:") >= n
+                ):
                     return
             except ValueError:
                 pass  # the file is being written
@@ -240,8 +297,12 @@ def test_a_killed_worker_does_not_lose_the_sweep(cluster, data_dir, tmp_path):
 
     out = tmp_path / "sweep"
     args = ["--out", out, "--scheduler", cluster["address"], *tiny(data_dir, iters=10000), "--seeds", "0-2"]
-    proc = subprocess.Popen([sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         victim = _worker_in_a_run(cluster, timeout=60)
         for child in psutil.Process(victim.pid).children(recursive=True):  # the nanny's worker process
@@ -277,8 +338,13 @@ def test_local_cluster_ctrl_c_keeps_completed_runs_and_a_restart_finishes(data_d
     args = ["--out", out, "--workers", 2, *tiny(data_dir, iters=6000), "--seeds", "0-3"]
     # Ctrl-C in a terminal signals the whole foreground process group: the
     # sweep and its LocalCluster's worker processes.
-    proc = subprocess.Popen([sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not [p for p in (out / "runs").glob("seed*") if not p.name.startswith(".")]:

@@ -176,9 +176,7 @@ def run_on_worker(settings, run_name, threads, final_dir):
     with tempfile.TemporaryDirectory(prefix="scratchnet-sweep-") as tmp:
         out = Path(tmp) / run_name
         try:
-            result = train.run_training(
-                settings, out, threads=threads, argv=train.equivalent_argv(settings, final_dir)
-            )
+            result = train.run_training(settings, out, threads=threads, argv=train.equivalent_argv(settings, final_dir))
         except CLIError as exc:
             row["error"] = str(exc)
             return row
@@ -215,7 +213,9 @@ def prepare_sweep_dir(out):
             f.write("scratchnet checks that it can save runs here\n")
         (runs / ".probe").unlink()
     except OSError as exc:
-        raise SweepError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable directory") from None
+        raise SweepError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable directory"
+        ) from None
     for stale in runs.glob(".*.tmp"):  # a run being stored when the sweep was stopped
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     return out
@@ -384,7 +384,9 @@ def sweep(
         on_start(len(points), len(points) - len(todo))
     interrupted = False
     if todo:
-        interrupted = _execute(out, todo, rows, threads, progress, on_result, client, (scheduler, scheduler_file, workers))
+        interrupted = _execute(
+            out, todo, rows, threads, progress, on_result, client, (scheduler, scheduler_file, workers)
+        )
     write_results(out, points, rows)
     plotted = write_summary(out, points, rows, swept)
     table = [{"id": p["id"], **p["settings"], **rows.get(p["id"], {"status": "not run"})} for p in points]
@@ -472,7 +474,9 @@ def write_summary(out, points, rows, swept):
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    done = [(p["settings"], rows[p["id"]]["test_acc"]) for p in points if rows.get(p["id"], {}).get("status") == "completed"]
+    done = [
+        (p["settings"], rows[p["id"]]["test_acc"]) for p in points if rows.get(p["id"], {}).get("status") == "completed"
+    ]
     if not done:
         return False
     xs = [k for k in swept if k != "seed"]
@@ -494,7 +498,9 @@ def write_summary(out, points, rows, swept):
     ax.set_xlabel(x_key)
     ax.set_ylabel("final test accuracy")
     n_seeds = len({s["seed"] for s, _ in done})
-    ax.set_title(f"mean over {n_seeds} seed{'s' * (n_seeds > 1)}; band: min to max" if "seed" in swept else "final test accuracy")
+    ax.set_title(
+        f"mean over {n_seeds} seed{'s' * (n_seeds > 1)}; band: min to max" if "seed" in swept else "final test accuracy"
+    )
     if others:
         ax.legend(loc="best", fontsize="small")
     with atomic_open(out / "summary.png", "wb") as f:
@@ -541,4 +547,3 @@ def format_table(rows, swept):
 
 def _fmt(v, digits=4):
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-

@@ -52,8 +52,6 @@ def positive_float(s):
     return v
 
 
-
-
 def build_parser():
     """The ``scratchnet`` argument parser, one subparser per command."""
     parser = argparse.ArgumentParser(

@@ -33,7 +33,7 @@ def add_parser(sub):
             "writes it; starting the same sweep again skips the runs already done. At the end: "
             "DIR/results.csv and DIR/summary.png. Runs execute on a Dask LocalCluster on this "
             "machine (one worker process per core, one kernel thread per run) unless --scheduler "
-            "or --scheduler-file names an existing Dask cluster. Needs: pip install \"scratchnet[sweep]\"."
+            'or --scheduler-file names an existing Dask cluster. Needs: pip install "scratchnet[sweep]".'
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory (required)")
@@ -49,16 +49,16 @@ def add_parser(sub):
     p.add_argument(
         "--workers", type=int_at_least(1), metavar="W", help="worker processes of the local cluster (default: cores)"
     )
-    p.add_argument("--threads", type=int_at_least(1), default=1, metavar="T", help="kernel threads per run (default: 1)")
+    p.add_argument(
+        "--threads", type=int_at_least(1), default=1, metavar="T", help="kernel threads per run (default: 1)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def run(args):
     """Run ``scratchnet sweep``; returns the exit status."""
-    from .. import sweep as sweeps  # noqa: F401  (the module: scratchnet.sweep is also the function)
-
-    sweeps = sys.modules["scratchnet.sweep"]
+    sweeps = sys.modules["scratchnet.sweep"]  # the module (scratchnet.sweep is also the function)
     try:
         import dask.distributed  # noqa: F401
     except ImportError:
@@ -80,7 +80,10 @@ def run(args):
 
 def _report(result, received):
     emit(sweeps_table(result))
-    emit(f"results in {result.out / 'results.csv'}" + (f", figure {result.out / 'summary.png'}" if result.plotted else ""))
+    emit(
+        f"results in {result.out / 'results.csv'}"
+        + (f", figure {result.out / 'summary.png'}" if result.plotted else "")
+    )
     done = sum(r["status"] == "completed" for r in result.rows)
     if result.interrupted:
         name = signal_name(received[0]) if received else "SIGINT"
@@ -91,7 +94,11 @@ def _report(result, received):
         )
         return exit_status(received[0]) if received else 130
     if result.failed:
-        emit(f"scratchnet: {len(result.failed)} of {len(result.rows)} runs failed; the error column of results.csv says why", "stderr")
+        emit(
+            f"scratchnet: {len(result.failed)} of {len(result.rows)} runs failed; "
+            "the error column of results.csv says why",
+            "stderr",
+        )
         return 1
     return 0
 

@@ -195,9 +195,7 @@ def resumed_settings(saved, given):
     settings["iters"] = given.get("iters", settings["iters"])
     done = saved.history.iterations_done
     if settings["iters"] < done:
-        raise CLIError(
-            f"--iters {settings['iters']}: the run in {saved.directory} has already done {done} iterations"
-        )
+        raise CLIError(f"--iters {settings['iters']}: the run in {saved.directory} has already done {done} iterations")
     return settings
 
 
@@ -514,7 +512,9 @@ def _train_loop(setup, progress, stop):
     except FloatingPointError as exc:  # diverged: no use saving NaN parameters
         raise CLIError(f"--lr {s['lr']}: {str(exc).removeprefix('learning_rate: ')}", status=1) from None
     except MemoryError:
-        raise CLIError(f"--hidden {s['hidden']}: out of memory while training; choose a smaller --hidden", status=1) from None
+        raise CLIError(
+            f"--hidden {s['hidden']}: out of memory while training; choose a smaller --hidden", status=1
+        ) from None
     finally:
         stop.saving()  # from here on, signals wait for the save
         progress.close()
@@ -540,7 +540,10 @@ def accuracy(net, x, t, backend):
 def _final_accuracies(setup):
     (x_train, t_train), (x_test, t_test) = setup.data
     backend = setup.settings["backend"]
-    return {"train_acc": accuracy(setup.net, x_train, t_train, backend), "test_acc": accuracy(setup.net, x_test, t_test, backend)}
+    return {
+        "train_acc": accuracy(setup.net, x_train, t_train, backend),
+        "test_acc": accuracy(setup.net, x_test, t_test, backend),
+    }
 
 
 # -- saving ------------------------------------------------------------------
@@ -549,7 +552,12 @@ def _versions():
 
     from .. import __version__
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__, "scratchnet": __version__}
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scratchnet": __version__,
+    }
     with contextlib.suppress(ImportError):
         import tqdm
 
@@ -676,7 +684,11 @@ def run_training(
     settings = complete_settings(settings)
     with single_threaded_blas():
         setup = _set_up(settings, saved, threads)
-        out = None if out_dir is None else prepare_out_dir(out_dir, resuming_from=saved and saved.directory, overwrite=overwrite)
+        out = (
+            None
+            if out_dir is None
+            else prepare_out_dir(out_dir, resuming_from=saved and saved.directory, overwrite=overwrite)
+        )
         done = 0 if setup.history is None else setup.history.iterations_done
         history, wall = _train_loop(setup, _Progress(settings["iters"], done, progress, lines), stop)
         final = _final_accuracies(setup) if history.iterations_done == settings["iters"] else None
