@@ -16,6 +16,7 @@ from .gradcheck import gradient_check
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .network import TwoLayerNet
 from .simple_net import SimpleNet, simpleNet
+from .sweep import sweep
 from .training import History, train
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "softmax",
     "sum_squared_error",
     "sum_squares_error",
+    "sweep",
     "train",
     "TwoLayerNet",
 ]

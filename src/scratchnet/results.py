@@ -6,6 +6,7 @@ versions), and the chapter's figures accuracy.png and loss.png when
 matplotlib is installed. Every file is written atomically.
 """
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -14,6 +15,32 @@ import json
 import numpy as np
 
 from ._atomic import atomic_open, atomic_write_text
+
+# Every file a run directory can hold; the first three make it resumable.
+RUN_FILES = ("params.npz", "history.json", "config.json", "history.csv", "accuracy.png", "loss.png")
+PLOT_FILES = ("accuracy.png", "loss.png")
+
+
+def holds_run(directory):
+    """True if ``directory`` holds (part of) a saved run."""
+    return any((directory / name).exists() for name in RUN_FILES[:3])
+
+
+def remove_stale_temporaries(directory):
+    """Remove the temporary files an interrupted save left in ``directory``.
+
+    :func:`scratchnet._atomic.atomic_open` writes ``.<name>.<random>.tmp``
+    beside ``<name>`` and removes it on any error, but not when the process
+    is killed (SIGKILL, power loss). Only the run's own names are touched.
+    Returns the names removed.
+    """
+    removed = []
+    for name in RUN_FILES:
+        for path in directory.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 def epoch_of(iteration, settings, train_size):
@@ -45,7 +72,12 @@ def write_run(out, history, params, config, train_size):
         for i, loss in zip(history.iterations, history.train_loss):
             a, b = acc.get(i, ("", ""))
             w.writerow([i, epoch_of(i, config["settings"], train_size), repr(loss), a, b])
-    return write_plots(out, history, config["settings"], train_size)
+    plotted = write_plots(out, history, config["settings"], train_size)
+    if not plotted:  # plots of an earlier save would not match this history
+        for name in PLOT_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+    return plotted
 
 
 def write_plots(out, history, settings, train_size):

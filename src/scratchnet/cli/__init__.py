@@ -5,7 +5,7 @@ and ``run(args) -> exit status``. This module holds what they share: the
 parser, :class:`CLIError`, argument types and the entry point.
 
 Exit status: 0 done, 1 the command failed, 2 bad options or data, 130
-interrupted by Ctrl-C.
+interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import os
 import sys
 
 # Subcommand name -> module of this package (imported when the parser is built).
-COMMANDS = ("train", "figures")
+COMMANDS = ("train", "figures", "sweep")
 
 
 class CLIError(Exception):
@@ -52,8 +52,6 @@ def positive_float(s):
     return v
 
 
-
-
 def build_parser():
     """The ``scratchnet`` argument parser, one subparser per command."""
     parser = argparse.ArgumentParser(
@@ -67,6 +65,19 @@ def build_parser():
 
 def _command(name):
     return importlib.import_module(f".{name}", __name__)
+
+
+def emit(text, stream="stdout"):
+    """Print a line to sys.stdout or sys.stderr; never fails.
+
+    When the stream is gone (a closed terminal after SIGHUP: EIO; a closed
+    pipe: EPIPE), later lines go to os.devnull: losing output must not lose
+    the run being saved.
+    """
+    try:
+        print(text, file=getattr(sys, stream), flush=True)
+    except OSError:
+        setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 (for the rest of the process)
 
 
 def single_threaded_blas():
@@ -86,16 +97,21 @@ def single_threaded_blas():
 
 def main(argv=None):
     """Entry point of the ``scratchnet`` command; returns the exit status."""
+    from ._signals import Aborted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with single_threaded_blas():
             return _command(args.command).run(args)
     except CLIError as exc:
-        print(f"scratchnet: error: {exc}", file=sys.stderr)
+        emit(f"scratchnet: error: {exc}", "stderr")
         return exc.status
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        print("scratchnet: aborted", file=sys.stderr)
+    except Aborted as exc:  # a signal before training started, or a second one before saving
+        emit(f"scratchnet: aborted ({exc}); nothing of this session was saved", "stderr")
+        return exc.status
+    except KeyboardInterrupt:  # Ctrl-C before the command installed its handlers
+        emit("scratchnet: aborted", "stderr")
         return 130
 
 

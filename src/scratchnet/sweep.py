@@ -1,0 +1,549 @@
+"""Sweeps: many ``scratchnet train`` runs over a grid of settings, on Dask.
+
+>>> import scratchnet as sn
+>>> sn.sweep("sweep", {"lr": [0.01, 0.1, 1], "hidden": [10, 50], "seed": range(3),
+...                    "gradient": "backprop", "iters": 2000})  # doctest: +SKIP
+
+Every run is an ordinary run directory ``DIR/runs/<id>/``, written by the
+same :func:`scratchnet.cli.train.run_training` as ``scratchnet train --out``
+(the same files, the same bits of ``params.npz``). ``<id>`` is a readable
+prefix of the swept settings and a hash of all the settings, so a sweep
+started again skips the runs that exist and does the rest.
+
+Runs execute on ``dask.distributed``: by default a ``LocalCluster`` on this
+machine (worker processes, started by spawn, one kernel thread per run);
+or an existing cluster (``scheduler="tcp://host:port"`` or
+``scheduler_file=``). A worker runs in a temporary directory of its own and
+sends the run's files back; the client writes them into ``DIR/runs/<id>``
+as a whole (a temporary directory renamed into place), so workers need no
+shared filesystem, only scratchnet and the data.
+
+The settings are those of ``scratchnet train`` (``cli.train.DEFAULTS``,
+parsed by its ``OPTION_TYPES`` / ``OPTION_CHOICES``): an option added
+there is sweepable here.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+from ._atomic import atomic_open, atomic_write_text
+
+INSTALL_HINT = 'scratchnet sweep needs Dask: pip install "scratchnet[sweep]"'
+RESULT_FIELDS = ("status", "train_acc", "test_acc", "best_test_acc", "wall_time_s", "error")
+
+
+class SweepError(ValueError):
+    """A sweep specification or directory that cannot be used; the message names the setting."""
+
+
+def _train_module():
+    from .cli import train
+
+    return train
+
+
+# -- the grid ----------------------------------------------------------------
+def parse_values(key, text):
+    """Values of one setting from the command line: ``0.01,0.1,1``, or for integers also ``0-9``.
+
+    Each value is parsed by the ``scratchnet train`` option of ``key``.
+    """
+    train = _train_module()
+    option = train.option_name(key)
+    parse = train.OPTION_TYPES.get(key)
+    values = []
+    for item in str(text).split(","):
+        item = item.strip()
+        span = re.fullmatch(r"(\d+)-(\d+)", item)
+        if span and parse is not None and parse.__name__ == "integer":
+            lo, hi = int(span[1]), int(span[2])
+            if hi < lo:
+                raise SweepError(f"{option} {item}: an empty range (write LOW-HIGH with LOW <= HIGH)")
+            values += [parse(str(v)) for v in range(lo, hi + 1)]
+        elif item == "":
+            raise SweepError(f"{option} {text!r}: an empty value in the list")
+        else:
+            values.append(_parse_one(key, item))
+    return values
+
+
+def _parse_one(key, value):
+    import argparse
+
+    train = _train_module()
+    option = train.option_name(key)
+    if key in train.OPTION_TYPES:
+        try:
+            return train.OPTION_TYPES[key](str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise SweepError(f"{option} {value}: {exc}") from None
+    if key in train.OPTION_CHOICES and value not in train.OPTION_CHOICES[key]:
+        choices = ", ".join(train.OPTION_CHOICES[key])
+        raise SweepError(f"{option} {value}: invalid choice (choose from {choices})")
+    return value
+
+
+def normalize_grid(grid):
+    """``{setting: [values]}`` from ``{setting: value or iterable}``, every value parsed.
+
+    Keys are the ``scratchnet train`` settings; ``seeds`` is accepted for ``seed``.
+    """
+    train = _train_module()
+    out = {}
+    for key, values in grid.items():
+        key = "seed" if key == "seeds" else key
+        if key not in train.DEFAULTS:
+            raise SweepError(f"unknown setting {key!r}; sweepable: {', '.join(train.DEFAULTS)}")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            values = [values]
+        values = [None if v is None else _parse_one(key, v) for v in values]
+        if key == "data_dir":
+            values = [None if v is None else train.resolve_data_dir(v) for v in values]
+        if not values:
+            raise SweepError(f"{train.option_name(key)}: no values")
+        out[key] = list(dict.fromkeys(values))  # duplicates would be the same run
+    return out
+
+
+def expand(grid, random=None, random_seed=0):
+    """Settings of every run: the full grid (in order), or ``random`` points of it drawn without replacement."""
+    keys = list(grid)
+    points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    if random is not None:
+        import numpy as np
+
+        if random < 1:
+            raise SweepError(f"--random {random}: must be >= 1")
+        if random < len(points):
+            chosen = np.random.default_rng(random_seed).choice(len(points), size=random, replace=False)
+            points = [points[i] for i in sorted(chosen)]
+    return points
+
+
+def canonical(settings):
+    """Complete settings of a run (defaults filled in, values normalised), as train checks them."""
+    from .cli import CLIError
+
+    try:
+        return _train_module().complete_settings(settings)
+    except CLIError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def run_id(settings, swept=()):
+    """``<readable prefix>-<hash>``: the swept settings' values, then a hash of the settings.
+
+    The hash covers the settings that differ from the defaults, so an option
+    added later (with its default) does not change the ids of existing runs.
+    """
+    train = _train_module()
+    full = canonical(settings)
+    key = {k: v for k, v in full.items() if v != train.DEFAULTS[k]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    parts = [re.sub(r"[^A-Za-z0-9.+-]+", "", f"{k.replace('_', '')}{full[k]}") for k in swept if k != "data_dir"]
+    prefix = "-".join(parts)[:60]
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+# -- one run, on a worker ----------------------------------------------------
+def run_on_worker(settings, run_name, threads, final_dir):
+    """Do one run in a private temporary directory; its files as bytes, and its row.
+
+    Executes inside a Dask task: the kernel threads are set here, in the
+    thread that runs them. Every error is returned as the row's ``error``
+    (a failed run never stops the sweep). ``final_dir`` (where the client
+    will store the run) is what config.json records as ``--out``.
+    """
+    from .cli import CLIError
+
+    train = _train_module()
+    row = {"status": "failed", "error": None, "files": None}
+    with tempfile.TemporaryDirectory(prefix="scratchnet-sweep-") as tmp:
+        out = Path(tmp) / run_name
+        try:
+            result = train.run_training(settings, out, threads=threads, argv=train.equivalent_argv(settings, final_dir))
+        except CLIError as exc:
+            row["error"] = str(exc)
+            return row
+        except Exception as exc:  # noqa: BLE001 (recorded with the run; the sweep goes on)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            return row
+        row["files"] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    row.update(_row_of(result.config, result.best_test_acc), status="completed")
+    return row
+
+
+def _row_of(config, best_epoch_test_acc):
+    """The row fields of a completed run; the best test accuracy counts the final one too."""
+    final = config.get("final") or {}
+    measured = [a for a in (best_epoch_test_acc, final.get("test_acc")) if a is not None]
+    return {
+        "train_acc": final.get("train_acc"),
+        "test_acc": final.get("test_acc"),
+        "best_test_acc": max(measured, default=None),
+        "wall_time_s": config.get("wall_time_s"),
+    }
+
+
+# -- the sweep directory -----------------------------------------------------
+def prepare_sweep_dir(out):
+    """DIR and DIR/runs, writable; stale temporaries of an interrupted sweep removed."""
+    if str(out) == "":
+        raise SweepError("--out '': an empty path; name a directory, e.g. --out sweep")
+    out = Path(out)
+    runs = out / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        with atomic_open(runs / ".probe", "w") as f:
+            f.write("scratchnet checks that it can save runs here\n")
+        (runs / ".probe").unlink()
+    except OSError as exc:
+        raise SweepError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable directory"
+        ) from None
+    for stale in runs.glob(".*.tmp"):  # a run being stored when the sweep was stopped
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return out
+
+
+def completed_row(run_dir):
+    """The row of a run directory already in DIR/runs, or None if it cannot be read."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
+        if config.get("status") != "completed":
+            return None
+        best = max((e["test_acc"] for e in history["epochs"]), default=None)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return {"status": "completed", "error": None, **_row_of(config, best)}
+
+
+def store_run(runs, name, files):
+    """Write a run's files as ``runs/name`` all at once: a temporary directory, then a rename."""
+    final = runs / name
+    tmp = runs / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        for filename, blob in files.items():
+            with open(tmp / filename, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # not "another worker stored it first"
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_results(out, points, rows):
+    """DIR/results.csv: one row per run, in grid order."""
+    train = _train_module()
+    fields = ["id", *train.DEFAULTS, *RESULT_FIELDS]
+    with atomic_open(out / "results.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        for point in points:
+            row = rows.get(point["id"], {"status": "not run"})
+            w.writerow({**point["settings"], "id": point["id"], **{k: _cell(row.get(k)) for k in RESULT_FIELDS}})
+
+
+def _cell(v):
+    return "" if v is None else repr(v) if isinstance(v, float) else v
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What :func:`sweep` did: ``rows`` by run id (settings and outcome), in grid order."""
+
+    out: Path
+    swept: list
+    rows: list
+    interrupted: bool = False
+    plotted: bool = False
+
+    @property
+    def failed(self):
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+# -- running it --------------------------------------------------------------
+def connect(scheduler=None, scheduler_file=None, workers=None):
+    """A Dask client: an existing cluster, or a LocalCluster of processes, one thread each."""
+    try:
+        import dask
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise SweepError(INSTALL_HINT) from None
+    if scheduler is not None or scheduler_file is not None:
+        try:
+            return Client(address=scheduler, scheduler_file=scheduler_file, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            where = f"--scheduler {scheduler}" if scheduler else f"--scheduler-file {scheduler_file}"
+            raise SweepError(f"{where}: cannot connect to the Dask scheduler ({exc})") from None
+    n = workers or os.cpu_count() or 1
+    # Processes, not threads (the kernels hold the GIL between calls); Dask
+    # starts them with spawn, never fork (a forked child of a process that
+    # ran Numba/C kernels hangs). Started with SIGINT ignored, which they
+    # inherit: Ctrl-C in a terminal signals the whole process group, and
+    # only this process should act on it (stop the sweep, close the cluster).
+    # Their logs are silenced: a run's failure is reported with the run.
+    with _sigint_ignored(), dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.CRITICAL
+        )
+    return Client(cluster)
+
+
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also
+# turns off glibc's dynamic mmap threshold: every array of more than 128 kB
+# is then mmap'ed and unmapped again, and the training loop, which makes
+# such arrays every iteration, runs 1.6x slower (measured: 2,000 backprop
+# iterations, 1.9 s vs 3.0 s). None unsets it (Dask's documented way).
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sweep(
+    out, grid, *, random=None, random_seed=0, scheduler=None, scheduler_file=None, client=None, workers=None,
+    threads=1, progress=False, on_start=None, on_result=None,
+):  # fmt: skip
+    """Run every point of ``grid`` as an ordinary run directory ``out/runs/<id>``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The sweep directory: ``runs/<id>/`` per run, ``results.csv``,
+        ``summary.png`` (with matplotlib), ``sweep.json`` (the specification).
+    grid : dict
+        ``{setting: value or list of values}`` over the ``scratchnet train``
+        settings (``gradient``, ``backend``, ``iters``, ``batch_size``,
+        ``lr``, ``hidden``, ``seed``, ``data_dir``); the full product is run.
+    random : int, optional
+        Run only this many points of the grid, drawn with ``random_seed``.
+    scheduler, scheduler_file : str, optional
+        An existing Dask cluster. Default: a LocalCluster on this machine,
+        ``workers`` processes (default: the number of cores).
+    client : dask.distributed.Client, optional
+        Use this client (and leave it open).
+    threads : int
+        Kernel threads of each run (default 1: workers do not fight over cores).
+    progress : bool
+        A progress bar of finished runs, with an ETA, on stderr.
+    on_start, on_result : callable, optional
+        ``on_start(n_runs, n_done_already)`` once the plan is known;
+        ``on_result(point, row)`` as each run finishes.
+
+    Returns
+    -------
+    SweepResult
+        Runs that exist already are not run again. A KeyboardInterrupt
+        stops the sweep: completed runs are kept, ``interrupted`` is True.
+    """
+    grid = normalize_grid(grid)
+    swept = [k for k, v in grid.items() if len(v) > 1]
+    points = [{"id": run_id(s, swept), "settings": canonical(s)} for s in expand(grid, random, random_seed)]
+    out = prepare_sweep_dir(out)
+    _write_spec(out, grid, random, random_seed, points)
+    rows = {}
+    for p in points:
+        row = completed_row(out / "runs" / p["id"])
+        if row is not None:
+            rows[p["id"]] = row
+    todo = [p for p in points if p["id"] not in rows]
+    if on_start is not None:
+        on_start(len(points), len(points) - len(todo))
+    interrupted = False
+    if todo:
+        interrupted = _execute(
+            out, todo, rows, threads, progress, on_result, client, (scheduler, scheduler_file, workers)
+        )
+    write_results(out, points, rows)
+    plotted = write_summary(out, points, rows, swept)
+    table = [{"id": p["id"], **p["settings"], **rows.get(p["id"], {"status": "not run"})} for p in points]
+    for r in table:
+        r.pop("files", None)
+    return SweepResult(out, swept, table, interrupted, plotted)
+
+
+def _write_spec(out, grid, random, random_seed, points):
+    spec = {"grid": grid, "random": random, "random_seed": random_seed, "runs": [p["id"] for p in points]}
+    atomic_write_text(out / "sweep.json", json.dumps(spec, indent=2) + "\n")
+
+
+def _execute(out, todo, rows, threads, progress, on_result, client, where):
+    """Submit ``todo`` and store each run as it finishes; True if interrupted."""
+    own = client is None
+    bar = None
+    futures = {}
+    try:
+        if own:
+            client = connect(*where)
+        bar = _bar(len(todo), progress)
+        for p in todo:
+            key = f"scratchnet-run-{p['id']}-{uuid.uuid4().hex[:6]}"
+            final_dir = str((out / "runs" / p["id"]).resolve())
+            futures[client.submit(run_on_worker, p["settings"], p["id"], threads, final_dir, key=key, pure=False)] = p
+        from dask.distributed import as_completed
+
+        for future in as_completed(futures):
+            p = futures[future]
+            rows[p["id"]] = row = _collect(out, p, future)
+            if on_result is not None:
+                on_result(p, row)
+            if bar is not None:
+                bar.update(1)
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        if bar is not None:
+            bar.close()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))
+            if own:
+                _close(client)
+
+
+def _collect(out, point, future):
+    """The row of a finished future; its files stored in out/runs/<id>."""
+    try:
+        row = future.result()
+    except Exception as exc:  # noqa: BLE001 (e.g. KilledWorker: the run's workers kept dying)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    files = row.pop("files")
+    if files is not None:
+        store_run(out / "runs", point["id"], files)
+    return row
+
+
+def _close(client):
+    cluster = client.cluster
+    with contextlib.suppress(Exception):
+        client.close(timeout=10)
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
+
+
+def _bar(total, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+
+# -- the figure --------------------------------------------------------------
+def write_summary(out, points, rows, swept):
+    """DIR/summary.png: final test accuracy against the first swept setting, one line per
+    combination of the other swept settings, mean and spread (min to max) over seeds.
+    False if matplotlib is missing or nothing completed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    done = [
+        (p["settings"], rows[p["id"]]["test_acc"]) for p in points if rows.get(p["id"], {}).get("status") == "completed"
+    ]
+    if not done:
+        return False
+    xs = [k for k in swept if k != "seed"]
+    x_key = xs[0] if xs else "seed"
+    others = [k for k in xs if k != x_key]
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, curve in _curves(done, x_key, others).items():
+        x = sorted(curve, key=_sort_key)
+        accs = [curve[v] for v in x]
+        mean = [sum(a) / len(a) for a in accs]
+        line = ax.plot([str(v) for v in x] if _categorical(x) else x, mean, marker="o", label=label or None)[0]
+        if any(len(a) > 1 for a in accs):
+            pos = [str(v) for v in x] if _categorical(x) else x
+            ax.fill_between(pos, [min(a) for a in accs], [max(a) for a in accs], alpha=0.2, color=line.get_color())
+    if not _categorical(sorted({s[x_key] for s, _ in done}, key=_sort_key)) and _log_scale(done, x_key):
+        ax.set_xscale("log")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("final test accuracy")
+    n_seeds = len({s["seed"] for s, _ in done})
+    ax.set_title(
+        f"mean over {n_seeds} seed{'s' * (n_seeds > 1)}; band: min to max" if "seed" in swept else "final test accuracy"
+    )
+    if others:
+        ax.legend(loc="best", fontsize="small")
+    with atomic_open(out / "summary.png", "wb") as f:
+        fig.savefig(f, format="png")
+    return True
+
+
+def _curves(done, x_key, others):
+    curves = {}
+    for settings, acc in done:
+        label = ", ".join(f"{k}={settings[k]}" for k in others)
+        curves.setdefault(label, {}).setdefault(settings[x_key], []).append(acc)
+    return curves
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+
+
+def _categorical(values):
+    return not all(isinstance(v, (int, float)) for v in values)
+
+
+def _log_scale(done, x_key):
+    values = [s[x_key] for s, _ in done]
+    return min(values) > 0 and max(values) / min(values) >= 20
+
+
+# -- the table ---------------------------------------------------------------
+def format_table(rows, swept):
+    """Rows sorted by final test accuracy (best first; failed runs last) as aligned text."""
+    keys = [k for k in swept] or ["seed"]
+    ranked = sorted(rows, key=lambda r: -(r.get("test_acc") or -1))
+    head = ["id", *keys, "status", "train_acc", "test_acc", "best_test", "wall_s"]
+    body = [
+        [r["id"], *(str(r.get(k)) for k in keys), r["status"], _fmt(r.get("train_acc")), _fmt(r.get("test_acc")),
+         _fmt(r.get("best_test_acc")), _fmt(r.get("wall_time_s"), 1)]
+        for r in ranked
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
+    return "\n".join(lines)
+
+
+def _fmt(v, digits=4):
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
