@@ -44,16 +44,7 @@ static int w1_row(const struct weights_ctx *c, int64_t i)
     int64_t lo = c->b->col_ptr[i], hi = c->b->col_ptr[i + 1];
     if (lo < 0 || hi < lo || hi > c->b->nnz)
         return 1;
-    for (int64_t p = lo; p < hi; p++) {
-        int64_t r = c->b->rows[p];
-        if ((uint64_t)r >= (uint64_t)n)
-            return 1;
-        double v = c->b->col_vals[p];
-        const double *src = c->w->da1 + r * h;
-        for (int64_t j = 0; j < h; j++)
-            row[j] += v * src[j];
-    }
-    return 0;
+    return sn_add_scaled_rows(row, c->b->rows, c->b->col_vals, lo, hi, c->w->da1, n, h);
 }
 
 /* out (m,) = sum over rows (ascending) of a (n, m). */

@@ -13,9 +13,8 @@
  * Four terms per pass over acc, each added in turn: the roundings of one term
  * per pass with a quarter of the loads and stores. Returns 1 if a column is
  * not in [0, d) (that term is then skipped), else 0. */
-SN_CLONES static int add_scaled_rows(double *restrict acc, const int32_t *restrict cols,
-                                     const double *restrict vals, int64_t lo, int64_t hi,
-                                     const double *restrict A, int64_t d, int64_t m)
+SN_CLONES int sn_add_scaled_rows(double *restrict acc, const int32_t *restrict cols, const double *restrict vals,
+                                 int64_t lo, int64_t hi, const double *restrict A, int64_t d, int64_t m)
 {
     int bad = 0;
     int64_t p = lo;
@@ -57,7 +56,7 @@ static int hidden_row(double *a1, double *z, double *zq, const int32_t *cols, co
 {
     for (int64_t j = 0; j < p->h; j++)
         a1[j] = 0.0;
-    if (lo < 0 || hi < lo || hi > nnz || add_scaled_rows(a1, cols, vals, lo, hi, p->W1, p->d, p->h))
+    if (lo < 0 || hi < lo || hi > nnz || sn_add_scaled_rows(a1, cols, vals, lo, hi, p->W1, p->d, p->h))
         return 1;
     for (int64_t j = 0; j < p->h; j++) {
         a1[j] += p->b1[j];

@@ -98,6 +98,10 @@ int sn_columns(sn_batch *out);
 
 /* forward.c ---------------------------------------------------------------- */
 
+/* acc (m,) += vals[p] * A[cols[p], :] for p = lo .. hi - 1 in turn (A (d, m)); 1 if a cols[p] is not in [0, d). */
+int sn_add_scaled_rows(double *restrict acc, const int32_t *restrict cols, const double *restrict vals, int64_t lo,
+                       int64_t hi, const double *restrict A, int64_t d, int64_t m);
+
 int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p);
 /* Row r of every array of out: the forward pass of one sample (shared by the numerical-gradient kernels,
  * which compute the forward pass in their own per-sample regions). 1 on a bad index. */

@@ -4,6 +4,7 @@ import numpy as np
 from numba import prange
 
 from ..._config import DELTA, jit
+from .forward import add_scaled_rows
 
 
 @jit()
@@ -32,11 +33,7 @@ def w1_row(grads, batch, da1, i):
     """Row i of dW1 = sum over the samples n with x[n, i] != 0 (ascending) of x[n, i] da1[n, :]."""
     row = grads.W1[i]
     row[:] = 0.0
-    for p in range(batch.col_ptr[i], batch.col_ptr[i + 1]):
-        v = batch.col_vals[p]
-        src = da1[batch.rows[p]]
-        for j in range(row.shape[0]):
-            row[j] += v * src[j]
+    add_scaled_rows(row, batch.rows, batch.col_vals, batch.col_ptr[i], batch.col_ptr[i + 1], da1)
 
 
 @jit()
