@@ -1,6 +1,6 @@
 """The numerical gradient beside a busy process: the slowdown a user on a shared machine sees.
 
-A CPU-bound competitor (``python -c "while True: pass"``, started in the
+A CPU-bound competitor (a Python busy loop in its own process, started in the
 measurement and always stopped) runs beside ``TwoLayerNet.numerical_gradient``
 at the default thread count; the track is its median time over the median
 idle time at 1 thread, both measured in the same call. On 2 cores the goal
@@ -18,7 +18,8 @@ import scratchnet
 
 from .common import BACKENDS, chapter_net, mnist, require_backend
 
-BUSY = "import time\\nend = time.time() + 30\\nwhile time.time() < end: pass"
+# The competitor ends itself after a minute should the kill below never run.
+BUSY = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass"
 
 
 class NumericalGradientBesideABusyProcess:
@@ -52,6 +53,8 @@ class NumericalGradientBesideABusyProcess:
             try:
                 time.sleep(0.2)
                 beside_busy = self._median(backend)
+                if busy.poll() is not None:
+                    raise RuntimeError(f"the busy competitor exited early (code {busy.returncode})")
             finally:
                 busy.kill()
                 busy.wait()

@@ -85,19 +85,28 @@ def measure(backend, threads, iters, repeats, scenario, timeout):
     finally:
         stop(busy)
     results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
-    return {k: statistics.mean(r[k] for r in results) for k in ("iteration", "numgrad")} | {"threads": results[0]["threads"]}
+    return {k: statistics.mean(r[k] for r in results) for k in ("iteration", "numgrad")} | {
+        "threads": results[0]["threads"]
+    }
 
 
 def table(args):
     medians = {}
     for scenario in SCENARIOS:
         for backend, threads in CONFIGS:
-            runs = [measure(backend, threads, args.iters, args.repeats, scenario, args.timeout) for _ in range(args.runs)]
-            medians[scenario, backend, threads] = {k: statistics.median(r[k] for r in runs) for k in ("iteration", "numgrad")}
+            runs = [
+                measure(backend, threads, args.iters, args.repeats, scenario, args.timeout) for _ in range(args.runs)
+            ]
+            medians[scenario, backend, threads] = {
+                k: statistics.median(r[k] for r in runs) for k in ("iteration", "numgrad")
+            }
             default_threads = runs[0]["threads"]
-            print(f"  {scenario:22s} {backend:5s} threads={threads:7s} "
-                  f"iteration {1e3 * medians[scenario, backend, threads]['iteration']:.3f} ms  "
-                  f"numerical_gradient {1e3 * medians[scenario, backend, threads]['numgrad']:.3f} ms", flush=True)
+            print(
+                f"  {scenario:22s} {backend:5s} threads={threads:7s} "
+                f"iteration {1e3 * medians[scenario, backend, threads]['iteration']:.3f} ms  "
+                f"numerical_gradient {1e3 * medians[scenario, backend, threads]['numgrad']:.3f} ms",
+                flush=True,
+            )
     print(f"\ndefault threads: {default_threads} (CPUs this process may use: {len(os.sched_getaffinity(0))})")
     for what, label in (("iteration", "training iteration (ms)"), ("numgrad", "TwoLayerNet.numerical_gradient (ms)")):
         print(f"\n{label}, median of {args.runs} processes; in brackets: / the idle 1-thread time of the same backend")
@@ -126,8 +135,12 @@ def main_command(args):
             try:
                 time.sleep(0.2 if busy else 0.0)
                 t0 = time.perf_counter()
-                subprocess.run(["scratchnet", "train", "--no-progress", "--out", out, *extra], check=True,
-                               stdout=subprocess.DEVNULL, timeout=args.timeout)
+                subprocess.run(
+                    [sys.executable, "-m", "scratchnet", "train", "--no-progress", "--out", out, *extra],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    timeout=args.timeout,
+                )
                 return time.perf_counter() - t0
             finally:
                 stop(busy)
@@ -136,8 +149,10 @@ def main_command(args):
     idle = statistics.median(run([], 0) for _ in range(args.runs))
     busy = statistics.median(run([], 1) for _ in range(args.runs))
     print(f"\nscratchnet train --out DIR (the README's main command), wall time, median of {args.runs}:")
-    print(f"  idle, --threads 1: {idle1:.2f} s;  idle, default: {idle:.2f} s;  beside 1 busy process, default: "
-          f"{busy:.2f} s ({busy / idle1:.2f}x the idle 1-thread time)")
+    print(
+        f"  idle, --threads 1: {idle1:.2f} s;  idle, default: {idle:.2f} s;  beside 1 busy process, default: "
+        f"{busy:.2f} s ({busy / idle1:.2f}x the idle 1-thread time)"
+    )
 
 
 def main():
