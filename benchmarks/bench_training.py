@@ -41,10 +41,20 @@ class TrainingThroughput:
     def _train(self, net, gradient, iters_num, on_iteration=None, on_epoch=None):
         gradient, _, method = gradient.partition("-")
         return scratchnet.train(
-            net, self.x_train, self.t_train, self.x_test, self.t_test,
-            iters_num=iters_num, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-            gradient=gradient, numgrad_method=method or "series", seed=0, backend=BACKEND,
-            on_iteration=on_iteration, on_epoch=on_epoch,
+            net,
+            self.x_train,
+            self.t_train,
+            self.x_test,
+            self.t_test,
+            iters_num=iters_num,
+            batch_size=BATCH_SIZE,
+            learning_rate=LEARNING_RATE,
+            gradient=gradient,
+            numgrad_method=method or "series",
+            seed=0,
+            backend=BACKEND,
+            on_iteration=on_iteration,
+            on_epoch=on_epoch,
         )
 
     def track_iterations_per_second(self, gradient):
@@ -53,7 +63,9 @@ class TrainingThroughput:
         ends, evaluated = [], set()
         start = time.perf_counter()
         self._train(
-            chapter_net(), gradient, self.iters_num,
+            chapter_net(),
+            gradient,
+            self.iters_num,
             on_iteration=lambda i, loss: ends.append(time.perf_counter()),
             on_epoch=lambda i, train_acc, test_acc: evaluated.add(i),
         )
@@ -77,8 +89,16 @@ class TrainingAccuracy:
     def track_test_accuracy(self):
         net = chapter_net()
         scratchnet.train(
-            net, self.x_train, self.t_train, self.x_test, self.t_test,
-            iters_num=self.iters_num, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-            gradient="numerical", seed=0, backend=BACKEND,
+            net,
+            self.x_train,
+            self.t_train,
+            self.x_test,
+            self.t_test,
+            iters_num=self.iters_num,
+            batch_size=BATCH_SIZE,
+            learning_rate=LEARNING_RATE,
+            gradient="numerical",
+            seed=0,
+            backend=BACKEND,
         )
         return net.accuracy(self.x_test, self.t_test)

@@ -6,8 +6,6 @@ timed on the same inputs.
 
 import functools
 
-import numpy as np
-
 import scratchnet
 
 # Every backend scratchnet knows: the parameter grid is the same on every
@@ -45,7 +43,7 @@ def set_threads(n):
     scratchnet.set_num_threads(n)
 
 
-@functools.lru_cache(maxsize=None)  # asv re-runs setup before every timed call
+@functools.cache  # asv re-runs setup before every timed call
 def mnist(n_train=None, n_test=None):
     """(x_train, t_train, x_test, t_test): the first ``n_*`` samples of MNIST.
 

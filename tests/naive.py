@@ -167,8 +167,10 @@ def central_difference_oracle(params, x, t, name, index, h=1e-4, dps=40):
     import mpmath
 
     with mpmath.workdps(dps):
-        mp = {k: [[mpmath.mpf(float(v)) for v in np.atleast_1d(row)] for row in np.atleast_2d(a)]
-              for k, a in params.items()}
+        mp = {
+            k: [[mpmath.mpf(float(v)) for v in np.atleast_1d(row)] for row in np.atleast_2d(a)]
+            for k, a in params.items()
+        }
         xs = [[mpmath.mpf(float(v)) for v in row] for row in np.asarray(x, dtype=np.float64)]
         p = float(params[name][index])
         steps = (mpmath.mpf(p + h) - mpmath.mpf(p), -(mpmath.mpf(p) - mpmath.mpf(p - h)))
@@ -178,11 +180,13 @@ def central_difference_oracle(params, x, t, name, index, h=1e-4, dps=40):
         losses = []
         for step in steps:
             q = {key: [row[:] for row in rows] for key, rows in mp.items()}
-            row, col = (index if len(index) == 2 else (0, index[0]))
+            row, col = index if len(index) == 2 else (0, index[0])
             q[name][row][col] += step
             total = mpmath.mpf(0)
             for n, xr in enumerate(xs):
-                a1 = [mpmath.fsum(xr[i] * q["W1"][i][j] for i in range(d) if xr[i]) + q["b1"][0][j] for j in range(hdim)]
+                a1 = [
+                    mpmath.fsum(xr[i] * q["W1"][i][j] for i in range(d) if xr[i]) + q["b1"][0][j] for j in range(hdim)
+                ]
                 z = [1 / (1 + mpmath.exp(-v)) for v in a1]
                 a2 = [mpmath.fsum(z[j] * q["W2"][j][c] for j in range(hdim)) + q["b2"][0][c] for c in range(k)]
                 m = max(a2)

@@ -117,9 +117,15 @@ def test_bad_index_arrays_raise_instead_of_reading_out_of_bounds(rng, field):
     forged = batch._replace(**{field: bad})
     grads = Grads(*(np.empty_like(p) for p in params))
     kernels = {
-        "cols": [lambda: c.forward(fwd, forged, params), lambda: c.numgrad_perturbed(grads, forged, labels, params, fwd, 1e-4)],
+        "cols": [
+            lambda: c.forward(fwd, forged, params),
+            lambda: c.numgrad_perturbed(grads, forged, labels, params, fwd, 1e-4),
+        ],
         "row_ptr": [lambda: c.forward(fwd, forged, params)],
-        "rows": [lambda: c.backprop(grads, forged, labels, params, fwd), lambda: c.numgrad_series(grads, forged, labels, params, fwd, 1e-4)],
+        "rows": [
+            lambda: c.backprop(grads, forged, labels, params, fwd),
+            lambda: c.numgrad_series(grads, forged, labels, params, fwd, 1e-4),
+        ],
         "col_ptr": [lambda: c.backprop(grads, forged, labels, params, fwd)],
     }[field]
     c.forward(fwd, batch, params)

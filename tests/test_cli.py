@@ -287,8 +287,25 @@ def test_numgrad_method_is_a_setting(data_dirs, tmp_path, capsys):
     params = {}
     for method in ("series", "perturbed"):
         out = tmp_path / method
-        args = ["--data-dir", data_dirs["tiny"], "--gradient", "numerical", "--numgrad-method", method,
-                "--batch-size", 40, "--hidden", 6, "--lr", 0.5, "--iters", 20, "--no-progress", "--out", out]
+        args = [
+            "--data-dir",
+            data_dirs["tiny"],
+            "--gradient",
+            "numerical",
+            "--numgrad-method",
+            method,
+            "--batch-size",
+            40,
+            "--hidden",
+            6,
+            "--lr",
+            0.5,
+            "--iters",
+            20,
+            "--no-progress",
+            "--out",
+            out,
+        ]
         status, stdout, err = run_main(args, capsys)
         assert status == 0, err
         assert stdout.startswith(RUN_LINE) and f"numerical gradients ({method} method, h=0.0001)" in stdout

@@ -171,13 +171,17 @@ def site(tmp_path_factory):
         _run(asv + ["run", "--python=same", "--quick", "--machine", "ci", "--set-commit-hash", commit], repo, env)
 
     offline = root / "site" / "offline"
-    out = _run([sys.executable, str(PUBLISH), "--config", str(repo / "asv.conf.json"), "--html-dir", str(offline)], root, env)
+    out = _run(
+        [sys.executable, str(PUBLISH), "--config", str(repo / "asv.conf.json"), "--html-dir", str(offline)], root, env
+    )
     assert "10 files load from" in out, out
 
     broken = root / "site" / "broken"
     shutil.copytree(offline, broken)
     jquery = next(e for e in publish.load_manifest() if e["url"].startswith("https://code.jquery.com/"))
-    page = (broken / "index.html").read_text(encoding="utf-8").replace(f'"vendor/{jquery["path"]}"', f'"{jquery["url"]}"')
+    page = (
+        (broken / "index.html").read_text(encoding="utf-8").replace(f'"vendor/{jquery["path"]}"', f'"{jquery["url"]}"')
+    )
     assert jquery["url"] in page
     (broken / "index.html").write_text(page, encoding="utf-8")
     return root / "site"
@@ -355,7 +359,9 @@ def wait_for(driver, condition, what, error_page_ok=False):
 
     def check(driver):
         if not error_page_ok and urlsplit(driver.current_url).path.endswith("/error.html"):
-            raise AssertionError(f"asv's error page (a script failed to load) instead of {what}: {driver.get_log('browser')}")
+            raise AssertionError(
+                f"asv's error page (a script failed to load) instead of {what}: {driver.get_log('browser')}"
+            )
         return condition(driver)
 
     try:
@@ -376,7 +382,9 @@ def cdn_hosts():
 def test_dashboard_renders_offline(browser, server, proxy):
     base = f"{server}/offline/"
     browser.get(base + "index.html")
-    wait_for(browser, lambda d: "track_answer" in d.find_element("id", "summarygrid-display").text, "the benchmark grid")
+    wait_for(
+        browser, lambda d: "track_answer" in d.find_element("id", "summarygrid-display").text, "the benchmark grid"
+    )
 
     browser.get(f"{base}index.html#{GRAPH}")
     # Drawn: pixels of the series' colour along a quarter of the canvas width

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from idx_helpers import (
     NAMES,
     Sandbox,
@@ -27,9 +28,8 @@ from idx_helpers import (
     write_idx,
     write_small_mnist,
 )
-
-from scratchnet.datasets import MissingFileError, MNISTError, cache_dir, load_mnist, read_idx
 from scratchnet import _atomic as atomic_module
+from scratchnet.datasets import MissingFileError, MNISTError, cache_dir, load_mnist, read_idx
 from scratchnet.datasets import mnist as mnist_module
 
 # From the shared MNIST README.
@@ -208,9 +208,7 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 def test_user_data_dir_loads_and_caches(tmp_path, private_cache, parse_count):
     arrays = write_small_mnist(tmp_path / "data")
     for _ in range(2):
-        (x_train, t_train), (x_test, t_test) = load_mnist(
-            normalize=False, flatten=False, data_dir=tmp_path / "data"
-        )
+        (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False, data_dir=tmp_path / "data")
         np.testing.assert_array_equal(x_train[:, 0], arrays["x_train"])
         np.testing.assert_array_equal(t_train, arrays["t_train"])
         np.testing.assert_array_equal(x_test[:, 0], arrays["x_test"])
@@ -664,9 +662,7 @@ def test_huge_header_on_small_file_is_refused_before_allocating(tmp_path, compre
         read_idx(path)
 
 
-@pytest.mark.parametrize(
-    "kind, what", [("fifo", "a FIFO"), ("zero", "a character device"), ("folder", "a folder")]
-)
+@pytest.mark.parametrize("kind, what", [("fifo", "a FIFO"), ("zero", "a character device"), ("folder", "a folder")])
 def test_read_idx_refuses_what_is_not_a_regular_file(tmp_path, kind, what):
     path = make_special(tmp_path / "f", kind)
     with time_limit(10), pytest.raises(MNISTError, match=f"{what}.*, not a regular file"):

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 import pytest
-from idx_helpers import NAMES, idx_bytes, make_special, small_mnist, time_limit
 
+from idx_helpers import NAMES, idx_bytes, make_special, small_mnist, time_limit
 from scratchnet.datasets import DownloadError, MissingFileError, MNISTError, download_mnist, load_mnist
 from scratchnet.datasets import download as download_module
 

@@ -8,13 +8,13 @@ the float64 machine epsilon, 2**-52.
 import functools
 import math
 
-import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import naive
 import scratchnet as sn
 from scratchnet._config import SUM_BLOCK
 
@@ -229,9 +229,7 @@ def test_cross_entropy_vector_is_a_batch_of_one(backend, rng):
 
 
 @given(
-    y=hnp.arrays(
-        np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=30), elements=st.floats(0.0, 1.0)
-    ),
+    y=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=30), elements=st.floats(0.0, 1.0)),
     data=st.data(),
 )
 @HYPOTHESIS

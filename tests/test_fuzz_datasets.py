@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fuzzing import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
+
+from fuzzing import fuzz_settings
 from idx_helpers import (
     IDX_CODES,
     NAMES,
@@ -50,7 +51,6 @@ from idx_helpers import (
     time_limit,
     write_small_mnist,
 )
-
 from scratchnet.datasets import MNISTError, load_mnist, read_idx
 
 pytestmark = pytest.mark.fuzz

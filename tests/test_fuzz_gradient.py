@@ -14,12 +14,12 @@ budget, so even ``step_num=10**12`` ends quickly (and allocates no history).
 import numba
 import numpy as np
 import pytest
-from fuzzing import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import scratchnet as sn
+from fuzzing import fuzz_settings
 
 pytestmark = pytest.mark.fuzz
 
@@ -89,8 +89,22 @@ def _budgeted(f):
 
 
 # -- inputs --------------------------------------------------------------------------
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 5e-324, 2.2250738585072014e-308, 1e-300, 1e300, 1.7976931348623157e308,
-           np.inf, -np.inf, np.nan, 1e16, 0.1]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    5e-324,
+    2.2250738585072014e-308,
+    1e-300,
+    1e300,
+    1.7976931348623157e308,
+    np.inf,
+    -np.inf,
+    np.nan,
+    1e16,
+    0.1,
+]
 any_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(SPECIAL))
 # Hypothesis spreads its examples over the distinct values a strategy can
 # take, so a narrow "valid" branch next to st.text() is rarely drawn. Each
@@ -98,7 +112,10 @@ any_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sample
 # (values still anything, special ones included), and with junk arguments.
 real_floats = st.one_of(st.floats(-1e6, 1e6), any_floats)
 bad_scalars = st.one_of(
-    st.booleans(), st.none(), st.text(max_size=4), st.complex_numbers(max_magnitude=10),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.complex_numbers(max_magnitude=10),
     st.integers(10**300, 10**400),  # beyond float64
 )
 good_steps = st.one_of(st.floats(1e-8, 0.5), st.sampled_from([1e-4, 1e-7, 1e-2]))
@@ -175,8 +192,12 @@ def _check_diff(x, f, h):
 
 @fuzz_settings()
 @given(
-    x=st.one_of(real_floats, st.integers(-10**6, 10**6), arrays(max_dims=2, max_side=5),
-                st.lists(st.floats(-1e3, 1e3), max_size=4)),
+    x=st.one_of(
+        real_floats,
+        st.integers(-(10**6), 10**6),
+        arrays(max_dims=2, max_side=5),
+        st.lists(st.floats(-1e3, 1e3), max_size=4),
+    ),
     f=st.sampled_from(sorted(PY_FS)),
     h=steps,
 )
@@ -262,8 +283,9 @@ def _check_descent(init_x, lr, step_num, return_history, f):
     snap = _snapshot(init_x)
     listed = list(init_x) if isinstance(init_x, list) else None
     ok, out = _outcome(
-        lambda: sn.gradient_descent(_budgeted(PY_FS[f]), init_x, lr=lr, step_num=step_num,
-                                    return_history=return_history),
+        lambda: sn.gradient_descent(
+            _budgeted(PY_FS[f]), init_x, lr=lr, step_num=step_num, return_history=return_history
+        ),
         DESCENT_ERRORS,
     )
     if ok:

@@ -64,13 +64,13 @@ from pathlib import Path
 import hypothesis
 import numpy as np
 import pytest
-from conftest import selected_backends
-from fuzzing import FUZZ_EXAMPLES, fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import scratchnet as sn
+from conftest import selected_backends
+from fuzzing import FUZZ_EXAMPLES, fuzz_settings
 from scratchnet._config import DELTA, SUM_BLOCK
 
 pytestmark = pytest.mark.fuzz
@@ -92,9 +92,11 @@ START_TIMEOUT = 120.0  # the child's imports
 # SCRATCHNET_FUZZ_SHRINK=0 (tools/sanitize.sh sets it): report the first
 # failing example as it is. Shrinking a crash restarts the child for every
 # candidate, seconds each under the sanitizers; the first example is small.
-SHRINK = {} if os.environ.get("SCRATCHNET_FUZZ_SHRINK", "1") != "0" else {
-    "phases": [phase for phase in hypothesis.Phase if phase != hypothesis.Phase.shrink]
-}
+SHRINK = (
+    {}
+    if os.environ.get("SCRATCHNET_FUZZ_SHRINK", "1") != "0"
+    else {"phases": [phase for phase in hypothesis.Phase if phase != hypothesis.Phase.shrink]}
+)
 
 
 # =============================================================================
@@ -214,16 +216,28 @@ def params_bytes(params):
 def _outcome(backend, thunk, documented, inputs, convert=lambda v: v):
     """Run thunk() and describe what happened, for the parent to judge."""
     snap = snapshot(inputs)
-    out = {"backend": backend, "kind": "result", "value": None, "type": None, "message": None,
-           "documented": False, "traceback": None, "warnings": []}
+    out = {
+        "backend": backend,
+        "kind": "result",
+        "value": None,
+        "type": None,
+        "message": None,
+        "documented": False,
+        "traceback": None,
+        "warnings": [],
+    }
     print(f"[child] backend {backend}", file=sys.stderr, flush=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             out["value"] = convert(thunk())
         except Exception as exc:
-            out.update(kind="raised", type=type(exc).__name__, documented=isinstance(exc, documented),
-                       message=exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
+            out.update(
+                kind="raised",
+                type=type(exc).__name__,
+                documented=isinstance(exc, documented),
+                message=exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc),
+            )
             if not out["documented"]:
                 out["traceback"] = traceback.format_exc()
     out["warnings"] = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
@@ -316,8 +330,9 @@ def _run_train_on(case, backend):
         kwargs["on_iteration"] = case.on_iteration
     if case.should_stop is not None:
         kwargs["should_stop"] = StopAfter(case.should_stop) if isinstance(case.should_stop, int) else case.should_stop
-    out = _outcome(backend, lambda: sn.train(net, *data, history=history, **kwargs), TRAIN_ERRORS, (data,),
-                   convert=_result_value)
+    out = _outcome(
+        backend, lambda: sn.train(net, *data, history=history, **kwargs), TRAIN_ERRORS, (data,), convert=_result_value
+    )
     out["history_mutated"] = history_before is not None and history.to_dict() != history_before
     out["params_unchanged"] = params_state(net) == start
     out["iterations_recorded"] = len(ends)
@@ -350,15 +365,30 @@ def _cli_fixtures():
     """A tiny MNIST-layout folder, a regular file and a finished run, made once per child."""
     if not _CLI_STATE:
         from idx_helpers import write_small_mnist
-
         from scratchnet import cli
 
         root = Path(tempfile.mkdtemp(prefix="fuzz-cli-"))
         write_small_mnist(root / "data")
         (root / "file").write_text("not a folder")
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            status = cli.main(["train", "--data-dir", str(root / "data"), "--iters", "2", "--batch-size", "2",
-                               "--hidden", "3", "--backend", BACKENDS[-1], "--no-progress", "--out", str(root / "run")])
+            status = cli.main(
+                [
+                    "train",
+                    "--data-dir",
+                    str(root / "data"),
+                    "--iters",
+                    "2",
+                    "--batch-size",
+                    "2",
+                    "--hidden",
+                    "3",
+                    "--backend",
+                    BACKENDS[-1],
+                    "--no-progress",
+                    "--out",
+                    str(root / "run"),
+                ]
+            )
         assert status == 0
         _CLI_STATE.update(root=root, data=root / "data", file=root / "file", run=root / "run")
     return _CLI_STATE
@@ -373,7 +403,7 @@ def run_cli(argv):
         shutil.copytree(fixtures["run"], tmp / "run")
     values = {"tmp": str(tmp), "data": str(fixtures["data"]), "file": str(fixtures["file"]), "run": str(tmp / "run")}
     for key, value in values.items():  # not str.format: a random word may hold braces
-        argv = [a.replace("{%s}" % key, value) for a in argv]
+        argv = [a.replace("{" + key + "}", value) for a in argv]
     threads, cwd = sn.get_num_threads(), os.getcwd()
     stdout, stderr = io.StringIO(), io.StringIO()
     result = {"argv": argv, "status": None, "traceback": None}
@@ -406,8 +436,13 @@ def run_selftest(what):
     time.sleep(3600)
 
 
-RUNNERS = {"function": run_function, "network": run_network, "train": run_train, "cli": run_cli,
-           "selftest": run_selftest}
+RUNNERS = {
+    "function": run_function,
+    "network": run_network,
+    "train": run_train,
+    "cli": run_cli,
+    "selftest": run_selftest,
+}
 
 
 def serve():
@@ -459,7 +494,9 @@ class Worker:
         self.scratch = tempfile.mkdtemp(prefix="fuzz-child-")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(Path(__file__).parent), self.scratch],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
         )
         self._read(START_TIMEOUT, "starting the child")
 
@@ -530,7 +567,7 @@ def worker():
 
 
 def _names_argument(message, names):
-    return re.match(r"(%s)\b" % "|".join(map(re.escape, names)), message or "") is not None
+    return re.match("(" + "|".join(map(re.escape, names)) + r")\b", message or "") is not None
 
 
 def check_outcomes(outcomes, names):
@@ -608,9 +645,33 @@ def test_the_worker_reports_crashes_and_hangs():
 # =============================================================================
 # Strategies
 # =============================================================================
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 255.0, 5e-324, 2.2250738585072014e-308, 1e-300, 1e-8, 40.0, -40.0,
-           745.2, -745.2, 1e7, -1e7, 1e16, 1e300, -1e300, 1e308, 1.7976931348623157e308, -1e308,
-           np.inf, -np.inf, np.nan]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    255.0,
+    5e-324,
+    2.2250738585072014e-308,
+    1e-300,
+    1e-8,
+    40.0,
+    -40.0,
+    745.2,
+    -745.2,
+    1e7,
+    -1e7,
+    1e16,
+    1e300,
+    -1e300,
+    1e308,
+    1.7976931348623157e308,
+    -1e308,
+    np.inf,
+    -np.inf,
+    np.nan,
+]
 FINITE_SPECIAL = [v for v in SPECIAL if np.isfinite(v)]
 any_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(SPECIAL))
 # Values a net meets: pixels in [0, 1] and 0-255, zeros (the kernels list the
@@ -618,7 +679,10 @@ any_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sample
 data_floats = st.one_of(st.just(0.0), st.floats(0, 1), st.floats(-300, 300), st.sampled_from(SPECIAL))
 finite_data_floats = st.one_of(st.just(0.0), st.floats(0, 1), st.floats(-300, 300), st.sampled_from(FINITE_SPECIAL))
 bad_scalars = st.one_of(
-    st.booleans(), st.none(), st.text(max_size=4), st.complex_numbers(max_magnitude=10),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.complex_numbers(max_magnitude=10),
     st.integers(10**300, 10**400),
 )
 DTYPES = ["f8", "f4", "f2", "i8", "i4", "u1", "u8", "?", "c16", "U3", "O"]
@@ -645,8 +709,12 @@ def arrays(draw, shape=None, dtypes=("f8",), floats=data_floats, max_dims=3, max
     return Arr(base, draw(st.sampled_from(LAYOUTS)))
 
 
-junk = st.one_of(bad_scalars, arrays(dtypes=DTYPES), st.lists(st.floats(-3, 3), max_size=3),
-                 st.lists(st.lists(st.integers(0, 2), max_size=3), max_size=3))
+junk = st.one_of(
+    bad_scalars,
+    arrays(dtypes=DTYPES),
+    st.lists(st.floats(-3, 3), max_size=3),
+    st.lists(st.lists(st.integers(0, 2), max_size=3), max_size=3),
+)
 
 
 @st.composite
@@ -715,12 +783,17 @@ def params(draw, d, h, k, valid=True):
     # compile, 5-30 s each on a cold cache. (Unaligned data reaches the
     # kernels through x.)
     together = draw(st.sampled_from(["per array"] * 7 + ["readonly"]))
-    spec = {name: Arr(a, draw(st.sampled_from(PARAM_LAYOUTS)) if together == "per array" else together)
-            for name, a in p.items()}
+    spec = {
+        name: Arr(a, draw(st.sampled_from(PARAM_LAYOUTS)) if together == "per array" else together)
+        for name, a in p.items()
+    }
     if valid:
         return spec
-    change = draw(st.sampled_from(["none", "missing", "swap", "transpose", "dtype", "list", "empty", "scalar",
-                                   "extra", "3-d", "not a dict"]))
+    change = draw(
+        st.sampled_from(
+            ["none", "missing", "swap", "transpose", "dtype", "list", "empty", "scalar", "extra", "3-d", "not a dict"]
+        )
+    )
     event(f"params: {change}")
     name = draw(st.sampled_from(PARAM_NAMES))
     if change == "missing":
@@ -757,8 +830,9 @@ def _shape_of(spec, name, axis):
     return a.base.shape[axis] if isinstance(a, Arr) and a.base.ndim > axis else None
 
 
-steps = st.one_of(st.floats(1e-8, 0.5), st.sampled_from([1e-4, 1e-4, 1e-7, 1e-2, 1, 3.0, 1e3, 1e-300,
-                                                          2.2250738585072014e-308, 1e300]))
+steps = st.one_of(
+    st.floats(1e-8, 0.5), st.sampled_from([1e-4, 1e-4, 1e-7, 1e-2, 1, 3.0, 1e3, 1e-300, 2.2250738585072014e-308, 1e300])
+)
 bad_steps = st.one_of(st.sampled_from(SPECIAL), st.integers(-2, 3), bad_scalars, steps)
 methods = st.sampled_from(["series", "perturbed"])
 bad_methods = st.one_of(methods, st.sampled_from(["Series", "", "numpy", None, 1, ("series",)]))
@@ -787,8 +861,14 @@ def net_cases(draw, valid=True):
         x = draw(arrays(shape=(n, d_x), dtypes=REAL_DTYPES, floats=finite_data_floats))
         t = draw(labels(n, k_t))
     else:
-        x = draw(st.one_of(arrays(shape=(n, d_x), dtypes=REAL_DTYPES), arrays(dtypes=DTYPES), junk,
-                           arrays(shape=(draw(st.integers(0, 3)), d_x), floats=data_floats)))
+        x = draw(
+            st.one_of(
+                arrays(shape=(n, d_x), dtypes=REAL_DTYPES),
+                arrays(dtypes=DTYPES),
+                junk,
+                arrays(shape=(draw(st.integers(0, 3)), d_x), floats=data_floats),
+            )
+        )
         t = draw(st.one_of(labels(n, k_t, valid=False), junk))
     args = (x,) if method == "predict" else (x, t)
     kwargs = {}
@@ -962,8 +1042,9 @@ def _check_network_results(case, results):
         for b, y in results.items():
             with np.errstate(all="ignore"):
                 diff, bound = np.abs(y - results.get("numpy", y)), 2 * yrel[:, None] * y + TINY
-            assert ((diff == 0) | (diff <= bound)).all(), f"{b} and numpy differ beyond the rounding: {y} vs " \
-                                                          f"{results['numpy']} (bound {bound})"
+            assert ((diff == 0) | (diff <= bound)).all(), (
+                f"{b} and numpy differ beyond the rounding: {y} vs {results['numpy']} (bound {bound})"
+            )
     elif case.method == "loss":
         for b, v in results.items():
             assert type(v) is float and LOSS_MIN <= v <= LOSS_MAX, f"{b}: loss {v}"
@@ -1074,9 +1155,25 @@ class TrainCase:
 
 
 LEARNING_RATES = [0.1, 0.1, 1e-3, 1.0, 10.0, 1e3, 1e300, 1.7976931348623157e308]
-TRAIN_NAMES = ["x_train", "t_train", "x_test", "t_test", "iters_num", "batch_size", "learning_rate", "gradient",
-               "numgrad_method", "seed", "h", "history", "on_iteration", "on_epoch", "should_stop", "params",
-               "backend"]
+TRAIN_NAMES = [
+    "x_train",
+    "t_train",
+    "x_test",
+    "t_test",
+    "iters_num",
+    "batch_size",
+    "learning_rate",
+    "gradient",
+    "numgrad_method",
+    "seed",
+    "h",
+    "history",
+    "on_iteration",
+    "on_epoch",
+    "should_stop",
+    "params",
+    "backend",
+]
 
 
 @st.composite
@@ -1106,14 +1203,22 @@ def train_cases(draw, valid=True):
         return TrainCase(**case)
     # one to three settings, arrays or parameters wrong
     for _ in range(draw(st.integers(1, 3))):
-        what = draw(st.sampled_from(sorted(BAD_TRAIN_SETTINGS) + ["data", "params", "history", "on_iteration",
-                                                                  "should_stop", "on_epoch"]))
+        what = draw(
+            st.sampled_from(
+                sorted(BAD_TRAIN_SETTINGS) + ["data", "params", "history", "on_iteration", "should_stop", "on_epoch"]
+            )
+        )
         event(f"train: bad {what}")
         if what == "data":
             i = draw(st.integers(0, 3))
             if i % 2 == 0:
-                bad = draw(st.one_of(arrays(shape=(n if i == 0 else m, d), dtypes=DTYPES, floats=data_floats),
-                                     arrays(shape=(n, d + 1)), junk))
+                bad = draw(
+                    st.one_of(
+                        arrays(shape=(n if i == 0 else m, d), dtypes=DTYPES, floats=data_floats),
+                        arrays(shape=(n, d + 1)),
+                        junk,
+                    )
+                )
             else:
                 bad = draw(st.one_of(labels(n if i == 1 else m, k, valid=False), junk))
             data[i] = bad
@@ -1136,8 +1241,9 @@ def train_cases(draw, valid=True):
 BAD_TRAIN_SETTINGS = {
     "iters_num": st.sampled_from([-1, 2.0, True, None, "2", np.float64(1.0)]),
     "batch_size": st.sampled_from([0, 6, -1, 1.5, True, None, "1"]),
-    "learning_rate": st.sampled_from([0, -0.1, np.nan, np.inf, -np.inf, "0.1", True, None, 10**400, 1j,
-                                      np.array([0.1])]),
+    "learning_rate": st.sampled_from(
+        [0, -0.1, np.nan, np.inf, -np.inf, "0.1", True, None, 10**400, 1j, np.array([0.1])]
+    ),
     "gradient": st.sampled_from(["Numerical", "", None, 1]),
     "numgrad_method": bad_methods,
     "seed": st.sampled_from([-1, 1.5, None, "0", True, -(2**70)]),
@@ -1181,8 +1287,9 @@ def _check_train(worker, case):
         assert not out["history_mutated"], f"backend {b}: train modified the history it was given"
         if out["kind"] == "raised":
             when = "at the last completed iteration" if out["type"] == "FloatingPointError" else "as they were"
-            assert out["params_unchanged"], f"backend {b}: after {out['type']} ({out['message']}) net.params " \
-                                            f"are not {when}"
+            assert out["params_unchanged"], (
+                f"backend {b}: after {out['type']} ({out['message']}) net.params are not {when}"
+            )
     check_outcomes(outcomes, TRAIN_NAMES)
     if outcomes[0]["kind"] == "result":
         _check_train_result(case, {o["backend"]: o["value"] for o in outcomes}, outcomes)
@@ -1230,8 +1337,17 @@ def cli_argvs(draw):
         return []
     if command == "figures":
         return ["figures"] + draw(st.sampled_from([[], ["--out", "{file}"], ["--out"], ["--bogus", "1"]]))
-    argv = [command, "--iters", draw(st.sampled_from(TINY_ITERS)), "--batch-size", "2", "--hidden", "3",
-            "--backend", BACKENDS[-1]]
+    argv = [
+        command,
+        "--iters",
+        draw(st.sampled_from(TINY_ITERS)),
+        "--batch-size",
+        "2",
+        "--hidden",
+        "3",
+        "--backend",
+        BACKENDS[-1],
+    ]
     argv += ["--data-dir", "{data}"] if draw(st.integers(0, 3)) else []
     for option in draw(st.lists(st.sampled_from(sorted(CLI_OPTIONS)), max_size=4, unique=True)):
         argv += [option, draw(st.sampled_from(CLI_OPTIONS[option]))]
@@ -1286,7 +1402,8 @@ def test_finding_saturated_unit_pushed_back_gives_nan():
     net = sn.TwoLayerNet(1, 1, 2, seed=0)  # W1 = 0.0012573
     for method in ("series", "perturbed"):
         got = _finite_and_equal_on_every_backend(
-            lambda b, method=method: net.numerical_gradient([[1e7]], [0], method=method, backend=b))
+            lambda b, method=method: net.numerical_gradient([[1e7]], [0], method=method, backend=b)
+        )
         assert all(g["W1"][0, 0] == 0.0 for g in got.values()), got
     # the same through b1: a1 = -800, h = 1000
     net = _net_with([[0.0]], [-800.0], [[1.0, 0.0]], [0.0, 0.0])
@@ -1299,7 +1416,8 @@ def test_finding_compiled_b2_gradient_nan_for_steps_beyond_709():
     net = _net_with([[0.0]], [0.0], [[0.0, 0.0]], [0.0, 0.0])
     for method in ("series", "perturbed"):
         got = _finite_and_equal_on_every_backend(
-            lambda b, method=method: net.numerical_gradient([[0.0]], [0], h=1000.0, method=method, backend=b))
+            lambda b, method=method: net.numerical_gradient([[0.0]], [0], h=1000.0, method=method, backend=b)
+        )
         for g in got.values():
             np.testing.assert_allclose(g["b2"], [-0.00805904787547916, 0.00805904787547916], rtol=1e-12)
 
@@ -1310,7 +1428,8 @@ def test_finding_compiled_hidden_unit_nan_when_a_logit_moves_by_more_than_37():
     # 0.45 and the logit by 45. numpy: 0 (one class: the loss is constant).
     net = _net_with([[1.0]], [0.0], [[100.0]], [0.0])
     got = _finite_and_equal_on_every_backend(
-        lambda b: net.numerical_gradient([[0.0]], [0], h=3.0, method="perturbed", backend=b))
+        lambda b: net.numerical_gradient([[0.0]], [0], h=3.0, method="perturbed", backend=b)
+    )
     assert all(g["b1"][0] == 0.0 for g in got.values()), got
     net = _net_with([[1.0]], [0.0], [[100.0, 0.0]], [0.0, 0.0])  # two classes: numpy -0.0014463832114449...
     _finite_and_equal_on_every_backend(lambda b: net.numerical_gradient([[0.0]], [0], h=3.0, backend=b))
@@ -1530,6 +1649,16 @@ def test_finding_train_keeps_the_update_of_an_iteration_whose_loss_diverged(back
     before = {k: v.copy() for k, v in net.params.items()}
     x = np.array([[0.0]])
     with pytest.raises(FloatingPointError, match="^learning_rate: "):
-        sn.train(net, x, [0], x, [0], iters_num=1, batch_size=1, learning_rate=1.7976931348623157e308,
-                 gradient="backprop", backend=backend)
+        sn.train(
+            net,
+            x,
+            [0],
+            x,
+            [0],
+            iters_num=1,
+            batch_size=1,
+            learning_rate=1.7976931348623157e308,
+            gradient="backprop",
+            backend=backend,
+        )
     assert [k for k in PARAM_NAMES if net.params[k].tobytes() != before[k].tobytes()] == []

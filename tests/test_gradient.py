@@ -1,6 +1,5 @@
 """numerical_diff, numerical_gradient and gradient_descent (sections 4.3-4.4)."""
 
-import naive
 import numba
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import naive
 import scratchnet as sn
 from scratchnet import _jitted_gradient as numba_gradient
 

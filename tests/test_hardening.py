@@ -9,7 +9,6 @@ test_cli.py.)
 import numpy as np
 import pytest
 
-import scratchnet
 from scratchnet import TwoLayerNet, train
 
 
@@ -23,15 +22,26 @@ def toy(rng):
 # -- row 1: parameters replaced by arrays of the wrong shape ------------------------------
 @pytest.mark.parametrize(
     "name, bad",
-    [("W2", np.zeros((1, 3))), ("W2", np.zeros((4, 2))), ("b1", np.zeros(3)), ("b2", np.zeros(4)),
-     ("b1", np.zeros((4, 1))), ("W1", np.zeros((6, 5)))],
+    [
+        ("W2", np.zeros((1, 3))),
+        ("W2", np.zeros((4, 2))),
+        ("b1", np.zeros(3)),
+        ("b2", np.zeros(4)),
+        ("b1", np.zeros((4, 1))),
+        ("W1", np.zeros((6, 5))),
+    ],
 )
 def test_wrong_parameter_shapes_are_refused_before_any_kernel(backend, rng, name, bad):
     net = TwoLayerNet(6, 4, 3, seed=0)
     net.params[name] = bad
     x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
-    for call in (net.predict, lambda x: net.loss(x, t), lambda x: net.numerical_gradient(x, t),
-                 lambda x: net.gradient(x, t), lambda x: net.accuracy(x, t)):
+    for call in (
+        net.predict,
+        lambda x: net.loss(x, t),
+        lambda x: net.numerical_gradient(x, t),
+        lambda x: net.gradient(x, t),
+        lambda x: net.accuracy(x, t),
+    ):
         with pytest.raises(ValueError, match=rf"params\['{name}'\]: expected shape"):
             call(x) if call is net.predict else call(x)
         with pytest.raises(ValueError, match=rf"params\['{name}'\]"):
@@ -80,7 +90,9 @@ def test_inputs_that_overflow_are_named_not_the_learning_rate(toy, backend):
     x_train[:, :3] = 1e308
     net = TwoLayerNet(6, 4, 3, weight_init_std=1.0, seed=3)
     before = {k: v.copy() for k, v in net.params.items()}
-    with pytest.raises(FloatingPointError, match="x_train: at iteration 0, the hidden pre-activations x W1 \\+ b1 overflow"):
+    with pytest.raises(
+        FloatingPointError, match="x_train: at iteration 0, the hidden pre-activations x W1 \\+ b1 overflow"
+    ):
         train(net, x_train, t_train, x_test, t_test, iters_num=3, batch_size=10, backend=backend)
     assert all(np.array_equal(net.params[k], before[k]) for k in before)
 
@@ -88,8 +100,12 @@ def test_inputs_that_overflow_are_named_not_the_learning_rate(toy, backend):
 def test_the_public_methods_say_the_forward_pass_overflows(backend):
     net = TwoLayerNet(3, 2, 2, weight_init_std=1.0, seed=9)
     x = np.full((2, 3), 1e308)
-    for call in (net.predict, lambda x: net.loss(x, [0, 1]), lambda x: net.gradient(x, [0, 1]),
-                 lambda x: net.numerical_gradient(x, [0, 1])):
+    for call in (
+        net.predict,
+        lambda x: net.loss(x, [0, 1]),
+        lambda x: net.gradient(x, [0, 1]),
+        lambda x: net.numerical_gradient(x, [0, 1]),
+    ):
         with pytest.raises(FloatingPointError, match="x: the hidden pre-activations x W1 \\+ b1 overflow"):
             call(x) if call is net.predict else call(x)
 
@@ -132,9 +148,13 @@ def test_nan_parameters_are_refused_by_every_method(rng, backend):
     x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
     net = TwoLayerNet(6, 4, 3, seed=6)
     net.params["b1"][2] = np.nan
-    for call in (lambda: net.predict(x, backend=backend), lambda: net.loss(x, t, backend=backend),
-                 lambda: net.accuracy(x, t, backend=backend), lambda: net.gradient(x, t, backend=backend),
-                 lambda: net.numerical_gradient(x, t, backend=backend)):
+    for call in (
+        lambda: net.predict(x, backend=backend),
+        lambda: net.loss(x, t, backend=backend),
+        lambda: net.accuracy(x, t, backend=backend),
+        lambda: net.gradient(x, t, backend=backend),
+        lambda: net.numerical_gradient(x, t, backend=backend),
+    ):
         with pytest.raises(ValueError, match=r"params\['b1'\]: contains NaN or inf"):
             call()
 

@@ -139,8 +139,14 @@ def test_threads_change_no_bit(rng, threads, compiled):
         threads(n)
         fwd = _forward(compiled, net, x)
         rows = kernels.sparse_rows(x)
-        results.append((fwd, rows, kernels.count_correct(rows, labels, net.kernel_params()),
-                        net.gradient(x, labels, backend=compiled)))
+        results.append(
+            (
+                fwd,
+                rows,
+                kernels.count_correct(rows, labels, net.kernel_params()),
+                net.gradient(x, labels, backend=compiled),
+            )
+        )
     (f1, r1, c1, g1), (f2, r2, c2, g2) = results
     assert all(getattr(f1, k).tobytes() == getattr(f2, k).tobytes() for k in Forward._fields)
     assert all(np.array_equal(p, q) for p, q in zip(r1[2:], r2[2:]))

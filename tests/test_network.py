@@ -7,6 +7,7 @@ extended-precision oracle of the same central difference (mpmath), and the
 compiled backends directly with the NumPy reference.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -120,8 +121,10 @@ def test_one_hot_and_labels_agree(mnist_batch, backend, method):
     assert net.accuracy(x, t, backend=backend) == net.accuracy(x, onehot, backend=backend)
     for a, b in (
         (net.gradient(x, t, backend=backend), net.gradient(x, onehot, backend=backend)),
-        (net.numerical_gradient(x, t, method=method, backend=backend),
-         net.numerical_gradient(x, onehot, method=method, backend=backend)),
+        (
+            net.numerical_gradient(x, t, method=method, backend=backend),
+            net.numerical_gradient(x, onehot, method=method, backend=backend),
+        ),
     ):
         for name in a:
             assert np.array_equal(a[name], b[name])
@@ -172,7 +175,9 @@ def assert_matches_loop(got, ref, h=H_STEP):
 def _sample(params, rng, counts):
     """Random flat indices per parameter: counts name -> how many (None = all)."""
     return {
-        name: (np.arange(p.size) if counts[name] is None else rng.choice(p.size, min(counts[name], p.size), replace=False))
+        name: (
+            np.arange(p.size) if counts[name] is None else rng.choice(p.size, min(counts[name], p.size), replace=False)
+        )
         for name, p in params.items()
     }
 
@@ -216,8 +221,22 @@ def _case(name, mnist_pool, trained_full):
 
 
 MATRIX = [
-    "mnist-fresh", "mnist-trained", "gaussian", "pixels-0-255", "batch-1", "batch-1000", "hidden-1", "hidden-7",
-    "hidden-200", "outputs-2", "outputs-3", "weight-std-3", "h-1e-2", "h-1e-3", "h-1e-5", "h-1e-6",
+    "mnist-fresh",
+    "mnist-trained",
+    "gaussian",
+    "pixels-0-255",
+    "batch-1",
+    "batch-1000",
+    "hidden-1",
+    "hidden-7",
+    "hidden-200",
+    "outputs-2",
+    "outputs-3",
+    "weight-std-3",
+    "h-1e-2",
+    "h-1e-3",
+    "h-1e-5",
+    "h-1e-6",
 ]
 
 
@@ -273,7 +292,12 @@ def chapter_oracle(mnist_pool, trained_full):
             x, t = mnist_pool[0][:10].astype(np.float64), mnist_pool[1][:10].astype(np.intp)
             net = trained_full if state == "trained" else scratchnet.TwoLayerNet(784, 50, 10, seed=31)
             picks = _oracle_sample(net.params, x, np.random.default_rng(41))
-            cache[state] = net, x, t, [(n, i, naive.central_difference_oracle(net.params, x, t, n, i)) for n, i in picks]
+            cache[state] = (
+                net,
+                x,
+                t,
+                [(n, i, naive.central_difference_oracle(net.params, x, t, n, i)) for n, i in picks],
+            )
         return cache[state]
 
     return oracle
@@ -374,7 +398,9 @@ def _coefficients(backend, net, x, t):
     labels = np.asarray(t, dtype=np.intp)
     if backend == "numpy":
         mod = importlib.import_module("scratchnet.backends.numpy.numgrad_series")
-        return np.array(mod.hidden_coefficients(fwd, labels, params.W2)[1:]), np.array(mod.logit_coefficients(fwd, labels)[1:])
+        return np.array(mod.hidden_coefficients(fwd, labels, params.W2)[1:]), np.array(
+            mod.logit_coefficients(fwd, labels)[1:]
+        )
     n, (h, k) = batch.n, params.W2.shape
     C, L = np.empty((5, n, h)), np.empty((5, n, k))
     if backend == "numba":
@@ -384,8 +410,17 @@ def _coefficients(backend, net, x, t):
     from scratchnet import _ckernels
     from scratchnet.backends.structs import Grads, SeriesWork
 
-    work = SeriesWork(C, L, np.empty((k, h)), np.empty((8, 2, h)), np.empty((2, h, k)), np.empty((2, h)), np.empty((2, k)),
-                      np.empty(h, np.uint8), np.empty(k, np.uint8))
+    work = SeriesWork(
+        C,
+        L,
+        np.empty((k, h)),
+        np.empty((8, 2, h)),
+        np.empty((2, h, k)),
+        np.empty((2, h)),
+        np.empty((2, k)),
+        np.empty(h, np.uint8),
+        np.empty(k, np.uint8),
+    )
     grads = Grads(*(np.empty_like(p) for p in params))
     _ckernels.numgrad_series(grads, work, batch, labels, params, fwd, 1e-4)
     return C, L
@@ -457,12 +492,20 @@ def test_remainder_bound_is_sound_and_within_a_thousand_of_the_truth(rng):
     cases = list(_near_extremal_cases())
     for _ in range(30):
         w = rng.standard_normal(10) * 10 ** rng.uniform(-1, 1.3)
-        cases.append((rng.normal(0, 2), w, rng.normal(0, 2, 10), int(rng.integers(10)), rng.uniform(0.2, 1.0),
-                      10 ** rng.uniform(-4, -1.5)))
+        cases.append(
+            (
+                rng.normal(0, 2),
+                w,
+                rng.normal(0, 2, 10),
+                int(rng.integers(10)),
+                rng.uniform(0.2, 1.0),
+                10 ** rng.uniform(-4, -1.5),
+            )
+        )
     worst = 0.0
     for a, w, logits, t, x, h in cases:
         width = w.max() - w.min()
-        bound = ns.tail_bound(lambda r: ns.hidden_growth(r, width), h, 0.0, x, h)
+        bound = ns.tail_bound(functools.partial(ns.hidden_growth, width=width), h, 0.0, x, h)
         if not np.isfinite(bound):
             continue
         remainder = _true_remainder(a, w, logits, t, x, h)
@@ -490,8 +533,12 @@ def test_the_documented_paths(mnist_pool, backend):
         return np.asarray(units, bool), np.asarray(logits, bool)
 
     net = scratchnet.TwoLayerNet(784, 20, 10, seed=34)
-    for h, units_back, logits_back in ((H_STEP, False, False), (2e-3, False, False), (5e-3, True, False),
-                                       (1e-2, True, True)):
+    for h, units_back, logits_back in (
+        (H_STEP, False, False),
+        (2e-3, False, False),
+        (5e-3, True, False),
+        (1e-2, True, True),
+    ):
         units, logits = paths(net, x, h=h)
         assert units.all() == units_back and units.any() == units_back, h
         assert logits.all() == logits_back and logits.any() == logits_back, h
@@ -523,6 +570,22 @@ def test_fallback_units_equal_the_perturbed_method(mnist_pool, backend):
 # numba/numgrad_perturbed.py); here each is held to a few ulps (2^-52 = 2.2e-16)
 # of the library function, on both sides of its threshold.
 ULP = np.finfo(np.float64).eps
+
+
+def _exact_hidden_pair_diff(a, d, logits, w, t):
+    """loss(+d) - loss(-d) for a shift d of the hidden pre-activation a, in 60-digit mpmath."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        A = mpmath.mpf(a)
+
+        def loss(dd):
+            dz = 1 / (1 + mpmath.exp(-(A + dd))) - 1 / (1 + mpmath.exp(-A))
+            s = [mpmath.mpf(logit) + dz * mpmath.mpf(wi) for logit, wi in zip(logits, w)]
+            ex = [mpmath.exp(v - max(s)) for v in s]
+            return -mpmath.log(ex[t] / mpmath.fsum(ex) + mpmath.mpf("1e-7"))
+
+        return float(loss(mpmath.mpf(d)) - loss(-mpmath.mpf(d)))
 
 
 def _perturbed_module():
@@ -567,8 +630,6 @@ def test_perturbed_hidden_pair_paths_agree(rng, c, wscale, saturated):
     # result carries a few ulps of r ~ 1 (log r) or of the two losses
     # (direct, each below -log(1e-7) ~ 16): 2e-15 + 1e-14 relative, and
     # 1e-14 absolute where the losses are computed directly.
-    import mpmath
-
     nw = _perturbed_module()
     for _ in range(20):
         k = 10
@@ -590,15 +651,7 @@ def test_perturbed_hidden_pair_paths_agree(rng, c, wscale, saturated):
             m_p, m_m = math.expm1(d), math.expm1(-d)
             assert abs(nw.hidden_pair_diff_series(m_p, m_m, *args) - got) <= 2e-15
 
-        with mpmath.workdps(60):
-            def loss(dd):
-                A = mpmath.mpf(a)
-                dz = 1 / (1 + mpmath.exp(-(A + dd))) - 1 / (1 + mpmath.exp(-A))
-                s = [mpmath.mpf(logits[i]) + dz * mpmath.mpf(w[i]) for i in range(k)]
-                ex = [mpmath.exp(v - max(s)) for v in s]
-                return -mpmath.log(ex[t] / mpmath.fsum(ex) + mpmath.mpf("1e-7"))
-
-            exact = float(loss(mpmath.mpf(d)) - loss(-mpmath.mpf(d)))
+        exact = _exact_hidden_pair_diff(a, d, logits, w, t)
         tol = 2e-15 + 1e-14 * abs(exact) + (1e-14 if c * wscale > nw.DIRECT_SHIFT else 0.0)
         assert math.isfinite(got) and abs(got - exact) <= tol, (got, exact, a, d)
 

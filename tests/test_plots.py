@@ -8,10 +8,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 from matplotlib.quiver import Quiver
-from test_simple_net import BOOK_T, BOOK_W, BOOK_X, exact_dW
 
 import scratchnet as sn
 from scratchnet import cli, plots
+from test_simple_net import BOOK_T, BOOK_W, BOOK_X, exact_dW
 
 EPS = np.finfo(np.float64).eps
 H = 1e-4
@@ -208,5 +208,11 @@ def test_write_figures_refuses_unknown_names(tmp_path):
 
 def test_no_pyplot():
     # Agg canvases only: drawing must not import pyplot (global state, GUI backends)
-    code = "import sys, scratchnet.plots as p; p.tangent_figure().savefig(__import__('io').BytesIO()); print('matplotlib.pyplot' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import io, sys, scratchnet.plots as p; p.tangent_figure().savefig(io.BytesIO());"
+        " print('matplotlib.pyplot' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -29,13 +29,13 @@ def exact_dW(W, x, k):
 
 
 def test_weights_come_from_the_seed_not_the_global_state():
-    state = np.random.get_state()[1].copy()
+    state = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global state is what is checked)
     a, b = sn.SimpleNet(seed=3), sn.SimpleNet(seed=np.random.default_rng(3))
     np.testing.assert_array_equal(a.W, np.random.default_rng(3).standard_normal((2, 3)))
     np.testing.assert_array_equal(a.W, b.W)
     assert not np.array_equal(a.W, sn.SimpleNet(seed=4).W)
     assert a.W.shape == (2, 3) and a.W.dtype == np.float64
-    np.testing.assert_array_equal(np.random.get_state()[1], state)  # the global np.random is untouched
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # noqa: NPY002  # the global np.random is untouched
 
 
 def test_the_textbook_name():

@@ -16,8 +16,8 @@ import sys
 import time
 
 import pytest
-from idx_helpers import write_idx
 
+from idx_helpers import write_idx
 from scratchnet import cli
 from scratchnet.cli.train import run_training
 from scratchnet.datasets import load_mnist

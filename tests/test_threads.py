@@ -114,9 +114,17 @@ def test_a_forked_child_works_or_is_told_why_not(backend, tmp_path):
     script.write_text(FORK_CHILD)
     out = subprocess.run([sys.executable, str(script), backend], capture_output=True, text=True, timeout=120)
     assert "hang" not in out.stdout
-    layer = subprocess.run([sys.executable, "-c", "import numpy as np, scratchnet as sn; sn.sigmoid(np.zeros(3), "
-                            "backend='numba'); from scratchnet._threads import threading_layer; print(threading_layer())"],
-                           capture_output=True, text=True, timeout=60).stdout.strip()
+    layer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np, scratchnet as sn; sn.sigmoid(np.zeros(3), "
+            "backend='numba'); from scratchnet._threads import threading_layer; print(threading_layer())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     if backend == "numba" and layer == "omp":
         assert out.stdout.startswith("exit") and "exit 0" not in out.stdout, out.stdout
         assert "Start processes with multiprocessing's 'spawn' method" in out.stderr, out.stderr
@@ -125,8 +133,10 @@ def test_a_forked_child_works_or_is_told_why_not(backend, tmp_path):
 
 
 def test_the_default_thread_count_is_the_cpus_the_process_may_use():
-    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import scratchnet as sn; " \
-           "print(sn.get_num_threads())"
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import scratchnet as sn; "
+        "print(sn.get_num_threads())"
+    )
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no sched_setaffinity here")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -134,11 +144,18 @@ def test_the_default_thread_count_is_the_cpus_the_process_may_use():
 
 
 def test_numba_waits_passively_unless_told_otherwise():
-    code = "import os, numpy as np, scratchnet as sn; sn.sigmoid(np.zeros(3), backend='numba'); " \
-           "print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = (
+        "import os, numpy as np, scratchnet as sn; sn.sigmoid(np.zeros(3), backend='numba'); "
+        "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.stdout.strip() == "passive"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env=env | {"OMP_WAIT_POLICY": "active"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env | {"OMP_WAIT_POLICY": "active"},
+    )
     assert out.stdout.strip() == "active"  # the user's choice stands

@@ -97,8 +97,14 @@ def test_hooks_see_every_iteration_and_epoch(toy):
     x, t, xt, tt = toy
     seen, epochs = [], []
     h = train(
-        TwoLayerNet(6, 5, 3, seed=0), x, t, xt, tt,
-        iters_num=23, batch_size=10, gradient="backprop",
+        TwoLayerNet(6, 5, 3, seed=0),
+        x,
+        t,
+        xt,
+        tt,
+        iters_num=23,
+        batch_size=10,
+        gradient="backprop",
         on_iteration=lambda i, loss: seen.append((i, loss)),
         on_epoch=lambda i, a, b: epochs.append((i, a, b)),
     )
@@ -167,7 +173,9 @@ def test_other_seed_other_batches(toy):
     assert a.train_loss != b.train_loss
 
 
-@pytest.mark.parametrize("gradient, stop_after", [("backprop", 1), ("backprop", 17), ("backprop", 30), ("numerical", 7)])
+@pytest.mark.parametrize(
+    "gradient, stop_after", [("backprop", 1), ("backprop", 17), ("backprop", 30), ("numerical", 7)]
+)
 def test_stop_and_resume_is_bitwise_identical(toy, gradient, stop_after):
     x, t, xt, tt = toy
     settings = dict(iters_num=30, batch_size=15, learning_rate=0.3, gradient=gradient, seed=11)
@@ -258,7 +266,6 @@ def test_bad_data_and_hooks_name_the_argument(toy):
         train(net, x, t, xt, tt, iters_num=4, batch_size=10, gradient="backprop", history=h)
     with pytest.raises(ValueError, match="rng_state"):
         train(net, x, t, xt, tt, iters_num=6, batch_size=10, history=History(iterations_done=0, rng_state={"x": 1}))
-
 
 
 def test_parameters_corrupted_mid_run_are_named(toy):

@@ -14,6 +14,7 @@ cancels):
 - ``import scratchnet`` in a fresh interpreter (target: < 1 s).
 """
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def report_kernels(backends):
         for name, call in kernel_calls(shape, rng).items():
             for b in backends:
                 call(b)  # Numba compilation, first load of the C extension
-            times = {b: median_time(lambda: call(b)) for b in backends}
+            times = {b: median_time(functools.partial(call, b)) for b in backends}
             row = f"  {name:<20} {size:<11}"
             for b in backends:
                 row += f" {_fmt(times[b]):>10} {times['numpy'] / times[b]:>5.2f}x"
@@ -99,7 +100,8 @@ def report_import_time(runs=5):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import scratchnet"], check=True)
         times.append(time.perf_counter() - t0)
-    print(f"\nimport scratchnet in a fresh interpreter (incl. start-up), median of {runs}: {_fmt(statistics.median(times))}")
+    median = _fmt(statistics.median(times))
+    print(f"\nimport scratchnet in a fresh interpreter (incl. start-up), median of {runs}: {median}")
 
 
 def _fmt(seconds):
@@ -112,8 +114,10 @@ def _fmt(seconds):
 
 def main():
     backends = scratchnet.available_backends()
-    print(f"scratchnet {scratchnet.__version__}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"backends {', '.join(backends)}\n")
+    print(
+        f"scratchnet {scratchnet.__version__}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"backends {', '.join(backends)}\n"
+    )
     report_kernels(backends)
     report_numerical_gradient()
     report_import_time()

@@ -12,6 +12,7 @@ side by side. Run it on an idle machine.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -58,17 +59,19 @@ def main():
         for threads in (1, 2):
             scratchnet.set_num_threads(threads)
             net.gradient(x, t, backend=backend)  # compile, warm up
-            backprop = median_time(lambda: net.gradient(x, t, backend=backend), runs)
+            backprop = median_time(functools.partial(net.gradient, x, t, backend=backend), runs)
             for method in ("series", "perturbed"):
                 net.numerical_gradient(x, t, method=method, backend=backend)
-                ms = median_time(lambda: net.numerical_gradient(x, t, method=method, backend=backend), runs)
+                ms = median_time(functools.partial(net.numerical_gradient, x, t, method=method, backend=backend), runs)
                 rows.append((f"{backend}, {method}, {threads} thread{'s' if threads > 1 else ''}", ms, backprop))
             rows.append((f"{backend}, backprop, {threads} thread{'s' if threads > 1 else ''}", backprop, backprop))
             if backend == "numpy":
                 break  # no threads of its own
 
-    print(f"TwoLayerNet 784-50-10, batch {args.batch} of MNIST; medians of {args.runs} calls "
-          f"(numpy: {max(3, args.runs // 10)}); one process\n")
+    print(
+        f"TwoLayerNet 784-50-10, batch {args.batch} of MNIST; medians of {args.runs} calls "
+        f"(numpy: {max(3, args.runs // 10)}); one process\n"
+    )
     print("| | ms | loop / this | this / backprop (same backend, threads) |")
     print("|---|---|---|---|")
     print(f"| the book's loop ({len(sample)} parameters timed, scaled to {N_PARAMS}) | {1e3 * loop:,.1f} | 1 | |")

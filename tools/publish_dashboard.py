@@ -72,8 +72,7 @@ def load_manifest(path=MANIFEST):
         actual = sri_hash(local, algorithm)
         if actual != entry["integrity"]:
             raise DashboardError(
-                f"{local} does not match its integrity in {path}: "
-                f"recorded {entry['integrity']}, file has {actual}"
+                f"{local} does not match its integrity in {path}: recorded {entry['integrity']}, file has {actual}"
             )
     return entries
 
@@ -193,7 +192,9 @@ def main(argv=None):
     )
     parser.add_argument("--html-dir", help="where to publish (default: html_dir of the asv configuration)")
     parser.add_argument(
-        "--no-publish", action="store_true", help="do not run `asv publish`; only rewrite an already published dashboard"
+        "--no-publish",
+        action="store_true",
+        help="do not run `asv publish`; only rewrite an already published dashboard",
     )
     args = parser.parse_args(argv)
 

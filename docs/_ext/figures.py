@@ -23,7 +23,9 @@ def draw(name, outdir):
     from scratchnet import plots
 
     if name not in plots.FIGURES:
-        raise KeyError(f"scratchnet-figure: unknown figure {name!r}; scratchnet.plots.FIGURES has {sorted(plots.FIGURES)}")
+        raise KeyError(
+            f"scratchnet-figure: unknown figure {name!r}; scratchnet.plots.FIGURES has {sorted(plots.FIGURES)}"
+        )
     if name not in _drawn:
         outdir.mkdir(parents=True, exist_ok=True)
         path = outdir / f"{name}.png"

@@ -46,8 +46,10 @@ KERNEL_MAP = {
         c=("sn_sigmoid",),
         glue=("sigmoid",),
         naive=("sigmoid",),
-        tests=("test_functions.py::test_sigmoid_matches_naive",
-               "test_functions.py::test_one_and_two_threads_are_bitwise_identical"),
+        tests=(
+            "test_functions.py::test_sigmoid_matches_naive",
+            "test_functions.py::test_one_and_two_threads_are_bitwise_identical",
+        ),
     ),
     "softmax": Kernel(
         public=("scratchnet.softmax",),
@@ -79,29 +81,42 @@ KERNEL_MAP = {
         c=("sn_batch_take", "sn_columns"),
         glue=("batch_take",),
         naive=("nonzeros_by_row", "nonzeros_by_column"),
-        tests=("test_kernels.py::test_batch_take_equals_the_dense_rows",
-               "test_c_extension.py::test_batch_take_checks_rows"),
+        tests=(
+            "test_kernels.py::test_batch_take_equals_the_dense_rows",
+            "test_c_extension.py::test_batch_take_checks_rows",
+        ),
     ),
     "batch_from_dense": Kernel(
-        public=("scratchnet.TwoLayerNet.make_batch", "scratchnet.TwoLayerNet.predict",
-                "scratchnet.TwoLayerNet.numerical_gradient", "scratchnet.TwoLayerNet.gradient"),
+        public=(
+            "scratchnet.TwoLayerNet.make_batch",
+            "scratchnet.TwoLayerNet.predict",
+            "scratchnet.TwoLayerNet.numerical_gradient",
+            "scratchnet.TwoLayerNet.gradient",
+        ),
         module="sparse",
         c=("sn_row_counts", "sn_fill_rows", "sn_columns"),
         glue=("row_counts", "fill_rows", "columns"),
         naive=("nonzeros_by_row", "nonzeros_by_column"),
-        tests=("test_kernels.py::test_batch_from_dense_lists_rows_and_columns",
-               "test_kernels.py::test_an_all_zero_batch"),
+        tests=(
+            "test_kernels.py::test_batch_from_dense_lists_rows_and_columns",
+            "test_kernels.py::test_an_all_zero_batch",
+        ),
     ),
     "forward": Kernel(
-        public=("scratchnet.TwoLayerNet.predict", "scratchnet.TwoLayerNet.loss",
-                "scratchnet.TwoLayerNet.forward_batch"),
+        public=(
+            "scratchnet.TwoLayerNet.predict",
+            "scratchnet.TwoLayerNet.loss",
+            "scratchnet.TwoLayerNet.forward_batch",
+        ),
         module="forward",
         c=("sn_forward",),
         glue=("forward",),
         naive=("net_forward",),
-        tests=("test_kernels.py::test_forward_matches_the_textbook",
-               "test_kernels.py::test_compiled_kernels_are_bitwise_twins",
-               "test_kernels.py::test_threads_change_no_bit"),
+        tests=(
+            "test_kernels.py::test_forward_matches_the_textbook",
+            "test_kernels.py::test_compiled_kernels_are_bitwise_twins",
+            "test_kernels.py::test_threads_change_no_bit",
+        ),
     ),
     "count_correct": Kernel(
         public=("scratchnet.TwoLayerNet.accuracy", "scratchnet.TwoLayerNet.count_correct", "scratchnet.train"),
@@ -125,13 +140,16 @@ KERNEL_MAP = {
         c=("sn_numgrad_series",),
         glue=("numgrad_series", "numgrad_perturbed"),
         naive=("net_numerical_gradient", "central_difference_oracle", "loss_taylor"),
-        tests=("test_network.py::test_matches_the_loop", "test_network.py::test_oracle_on_the_chapters_net",
-               "test_network.py::test_series_coefficients_equal_the_taylor_coefficients",
-               "test_network.py::test_remainder_bound_is_sound_and_within_a_thousand_of_the_truth",
-               "test_network.py::test_the_documented_paths",
-               "test_network.py::test_compiled_series_equals_numpy",
-               "test_network.py::test_numba_and_c_are_bitwise_twins",
-               "test_network.py::test_numerical_gradient_threads_bitwise"),
+        tests=(
+            "test_network.py::test_matches_the_loop",
+            "test_network.py::test_oracle_on_the_chapters_net",
+            "test_network.py::test_series_coefficients_equal_the_taylor_coefficients",
+            "test_network.py::test_remainder_bound_is_sound_and_within_a_thousand_of_the_truth",
+            "test_network.py::test_the_documented_paths",
+            "test_network.py::test_compiled_series_equals_numpy",
+            "test_network.py::test_numba_and_c_are_bitwise_twins",
+            "test_network.py::test_numerical_gradient_threads_bitwise",
+        ),
     ),
     "numgrad_perturbed": Kernel(
         public=("scratchnet.TwoLayerNet.numerical_gradient",),
@@ -139,11 +157,14 @@ KERNEL_MAP = {
         c=("sn_numgrad_perturbed",),
         glue=("numgrad_perturbed",),
         naive=("net_numerical_gradient", "central_difference_oracle"),
-        tests=("test_network.py::test_matches_the_loop", "test_network.py::test_oracle_on_the_chapters_net",
-               "test_network.py::test_perturbed_hidden_pair_paths_agree",
-               "test_network.py::test_fallback_units_equal_the_perturbed_method",
-               "test_network.py::test_compiled_perturbed_equals_numpy",
-               "test_network.py::test_numba_and_c_are_bitwise_twins"),
+        tests=(
+            "test_network.py::test_matches_the_loop",
+            "test_network.py::test_oracle_on_the_chapters_net",
+            "test_network.py::test_perturbed_hidden_pair_paths_agree",
+            "test_network.py::test_fallback_units_equal_the_perturbed_method",
+            "test_network.py::test_compiled_perturbed_equals_numpy",
+            "test_network.py::test_numba_and_c_are_bitwise_twins",
+        ),
     ),
 }
 
@@ -331,15 +352,22 @@ def table_rst(kernels_tuple, signatures):
         for test in k.tests:
             file, _, func = test.partition("::")
             tests.setdefault(file, []).append(func)
-        rows.append([
-            [_lit(name)] + (["", _lit(signatures[name])] if signatures.get(name) else []),
-            _lines([_public(p) for p in k.public]),
-            _lines([_lit(f"numpy/{k.module}.py"), _lit(f"numba/{k.module}.py"),
-                    _lit(f"{k.module}.c") + ": " + ", ".join(_lit(f) for f in k.c)]),
-            _lines([", ".join(_lit(r) for r in k.glue), _lit(f"c.{name}")]),
-            _lines([_lit(f) for f in k.naive]),
-            _lines([f"{_lit(file)}: " + ", ".join(_lit(f) for f in funcs) for file, funcs in tests.items()]),
-        ])
+        rows.append(
+            [
+                [_lit(name)] + (["", _lit(signatures[name])] if signatures.get(name) else []),
+                _lines([_public(p) for p in k.public]),
+                _lines(
+                    [
+                        _lit(f"numpy/{k.module}.py"),
+                        _lit(f"numba/{k.module}.py"),
+                        _lit(f"{k.module}.c") + ": " + ", ".join(_lit(f) for f in k.c),
+                    ]
+                ),
+                _lines([", ".join(_lit(r) for r in k.glue), _lit(f"c.{name}")]),
+                _lines([_lit(f) for f in k.naive]),
+                _lines([f"{_lit(file)}: " + ", ".join(_lit(f) for f in funcs) for file, funcs in tests.items()]),
+            ]
+        )
     for row in rows:
         for col, cell in enumerate(row):
             bullet = "   * - " if col == 0 else "     - "

@@ -24,7 +24,6 @@ import numpy as np
 from ._validation import as_array, as_real, check_step, short_repr
 
 
-
 def numerical_diff(f, x, h=1e-4):
     """Central difference ``(f(x + h) - f(x - h)) / (2h)``.
 
@@ -329,7 +328,9 @@ def _check_lr(lr):
                 hint = f"; pass lr={float(lr)!r}"
             except ValueError:
                 pass
-        raise ValueError(f"lr: expected a positive finite real number, got {short_repr(lr)} ({type(lr).__name__}){hint}")
+        raise ValueError(
+            f"lr: expected a positive finite real number, got {short_repr(lr)} ({type(lr).__name__}){hint}"
+        )
     if not math.isfinite(value) or value <= 0:
         hint = " (a negative rate climbs; to maximise f, minimise -f)" if value < 0 else ""
         raise ValueError(f"lr: expected a positive finite real number, got {short_repr(lr)}{hint}")
@@ -381,7 +382,10 @@ def _as_scalar(v, shape=None, row_of=None):
     a = np.asarray(v)
     if a.size != 1 or a.dtype.kind not in "fiub":
         if row_of is not None:
-            expected = f"a real scalar at each row (shape {shape}) of the batch form, chosen because f returned one value per row of x {row_of}"
+            expected = (
+                f"a real scalar at each row (shape {shape}) of the batch form,"
+                f" chosen because f returned one value per row of x {row_of}"
+            )
         elif shape is not None and len(shape) == 2 and shape[0] >= 2:
             expected = f"a real scalar, or one value per row (shape ({shape[0]},), the batch form)"
         else:

@@ -215,8 +215,15 @@ def simple_net_figure(W=CHAPTER_SIMPLE_NET_W, x=CHAPTER_SIMPLE_NET_X, t=CHAPTER_
         vmin, vmax = (-lim, lim) if cmap == "RdBu_r" else (None, None)
         image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.4f}", ha="center", va="center", color="black",
-                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
+            ax.text(
+                j,
+                i,
+                f"{v:.4f}",
+                ha="center",
+                va="center",
+                color="black",
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"},
+            )
         ax.set_title(title)
         ax.set_xticks(range(values.shape[1]))
         ax.set_yticks(range(values.shape[0]))

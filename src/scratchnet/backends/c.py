@@ -19,7 +19,7 @@ except ImportError as error:  # built without a C compiler (see the README's set
         "backend: the c backend was not built on this installation (no C compiler or Python headers "
         "when scratchnet was installed); use 'numba' or 'numpy', or reinstall with a C compiler"
     ) from error
-from .structs import Batch, BackpropWork, PerturbedWork, SeriesWork, SparseRows
+from .structs import BackpropWork, Batch, PerturbedWork, SeriesWork, SparseRows
 
 SERIES_CHUNKS = 64  # work chunks of the series products (kernels/numgrad_series.c)
 LANES = 8  # padding of the perturbed-loss tables (SN_LANES)
@@ -54,8 +54,17 @@ def sparse_rows(x):
 
 
 def _empty_batch(n, d, nnz):
-    return Batch(n, d, 0.0, np.empty(n + 1, dtype=np.int64), np.empty(nnz, dtype=np.int32), np.empty(nnz),
-                 np.empty(d + 1, dtype=np.int64), np.empty(nnz, dtype=np.int32), np.empty(nnz))
+    return Batch(
+        n,
+        d,
+        0.0,
+        np.empty(n + 1, dtype=np.int64),
+        np.empty(nnz, dtype=np.int32),
+        np.empty(nnz),
+        np.empty(d + 1, dtype=np.int64),
+        np.empty(nnz, dtype=np.int32),
+        np.empty(nnz),
+    )
 
 
 def batch_take(data, rows):
@@ -70,8 +79,17 @@ def batch_from_dense(x):
     """The Batch of a dense x (N, D)."""
     s = sparse_rows(x)
     nnz = s.row_ptr[s.n]
-    out = Batch(s.n, s.d, 0.0, s.row_ptr, s.cols, s.vals, np.empty(s.d + 1, dtype=np.int64),
-                np.empty(nnz, dtype=np.int32), np.empty(nnz))
+    out = Batch(
+        s.n,
+        s.d,
+        0.0,
+        s.row_ptr,
+        s.cols,
+        s.vals,
+        np.empty(s.d + 1, dtype=np.int64),
+        np.empty(nnz, dtype=np.int32),
+        np.empty(nnz),
+    )
     return out._replace(xmax=_ckernels.columns(out))
 
 
@@ -101,8 +119,14 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
     n, hdim = fwd.z.shape
     k = fwd.y.shape[1]
     work = SeriesWork(
-        np.empty((5, n, hdim)), np.empty((5, n, k)), np.empty((k, hdim)), np.empty((SERIES_CHUNKS, 2, hdim)),
-        np.empty((2, hdim, k)), np.empty((2, hdim)), np.empty((2, k)), np.empty(hdim, dtype=np.uint8),
+        np.empty((5, n, hdim)),
+        np.empty((5, n, k)),
+        np.empty((k, hdim)),
+        np.empty((SERIES_CHUNKS, 2, hdim)),
+        np.empty((2, hdim, k)),
+        np.empty((2, hdim)),
+        np.empty((2, k)),
+        np.empty(hdim, dtype=np.uint8),
         np.empty(k, dtype=np.uint8),
     )
     _ckernels.numgrad_series(grads, work, batch, labels, params, fwd, float(h))
@@ -124,10 +148,25 @@ def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=N
     logits = np.ones(k, dtype=np.bool_) if logits is None else logits
     dpad = -(-d // LANES) * LANES
     nnz = len(batch.cols)
-    work = PerturbedWork(np.empty(nnz, dtype=np.int64), np.empty((n, d)), np.empty((n, dpad)), np.empty((n, dpad)),
-                         np.empty(n, dtype=np.int64), np.empty(n))
-    _ckernels.numgrad_perturbed(grads, work, batch, labels, params, fwd, float(h),
-                                np.ascontiguousarray(units, dtype=np.uint8), np.ascontiguousarray(logits, dtype=np.uint8))
+    work = PerturbedWork(
+        np.empty(nnz, dtype=np.int64),
+        np.empty((n, d)),
+        np.empty((n, dpad)),
+        np.empty((n, dpad)),
+        np.empty(n, dtype=np.int64),
+        np.empty(n),
+    )
+    _ckernels.numgrad_perturbed(
+        grads,
+        work,
+        batch,
+        labels,
+        params,
+        fwd,
+        float(h),
+        np.ascontiguousarray(units, dtype=np.uint8),
+        np.ascontiguousarray(logits, dtype=np.uint8),
+    )
 
 
 def set_num_threads(n):

@@ -22,7 +22,7 @@ def add_parser(sub):
         description=(
             "Draw the chapter's figures with scratchnet's own functions and write them as PNG files: "
             "tangent.png, gradient_field.png, gradient_descent.png, learning_rate.png, simple_net.png, "
-            "step_size.png. Needs matplotlib (pip install \"scratchnet[plot]\")."
+            'step_size.png. Needs matplotlib (pip install "scratchnet[plot]").'
         ),
     )
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the PNG files (created if missing)")

@@ -101,7 +101,10 @@ def add_parser(sub):
         kind = {"choices": OPTION_CHOICES[key]} if key in OPTION_CHOICES else {"type": OPTION_TYPES[key]}
         p.add_argument(option_name(key), **kind, metavar=metavar or None, help=f"{text} (default: {DEFAULTS[key]})")
     p.add_argument(
-        "--threads", type=int_at_least(1), metavar="T", help="threads of the Numba/C kernels (default: the CPUs this process may use)"
+        "--threads",
+        type=int_at_least(1),
+        metavar="T",
+        help="threads of the Numba/C kernels (default: the CPUs this process may use)",
     )
     p.add_argument(
         "--data-dir",

@@ -9,6 +9,7 @@ fails, :class:`DownloadError` lists what went wrong with each.
 """
 
 import errno
+import functools
 import hashlib
 import http.client
 import os
@@ -92,9 +93,7 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
             problem = "is a file, not a folder"
         else:
             problem = f"cannot be created as a folder ({exc.strerror})"
-        raise DownloadError(
-            f"data_dir {directory} {problem}: pass a folder to download the MNIST files into"
-        ) from None
+        raise DownloadError(f"data_dir {directory} {problem}: pass a folder to download the MNIST files into") from None
     fetched = []
     for name, digest in md5.items():
         if not is_present(directory, name):
@@ -115,17 +114,14 @@ def _fetch(name, digest, directory, mirrors, timeout):
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
         try:
-            atomic_write(directory / name, lambda file: _stream(url, file, digest, timeout))
+            atomic_write(directory / name, functools.partial(_stream, url, digest=digest, timeout=timeout))
             return directory / name
         except (OSError, http.client.HTTPException, _BadResponse) as exc:
             # OSError covers URLError, HTTPError, timeouts and resets.
             failures.append(f"  {url}: {type(exc).__name__}: {exc}")
     if not failures:
         failures.append("  (no mirrors given)")
-    raise DownloadError(
-        f"could not download {name} into {directory}; every mirror failed:\n"
-        + "\n".join(failures)
-    )
+    raise DownloadError(f"could not download {name} into {directory}; every mirror failed:\n" + "\n".join(failures))
 
 
 def _stream(url, file, digest, timeout):

@@ -123,9 +123,7 @@ def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
     if head[:2] != b"\x00\x00" or head[2] not in IDX_DTYPES or head[3] == 0:
         raise MNISTError(f"{path}: not an IDX file (magic number 0x{found:08x})")
     if magic is not None and found != magic:
-        raise MNISTError(
-            f"{path}: wrong magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x})"
-        )
+        raise MNISTError(f"{path}: wrong magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x})")
     dtype, ndim = IDX_DTYPES[head[2]], head[3]
     dims_bytes = _read_exact(stream, 4 * ndim, path, "dimensions")
     head += dims_bytes
@@ -133,8 +131,7 @@ def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if exact_size and len(head) + nbytes > max_bytes:
         raise MNISTError(
-            f"{path}: truncated: header {shape} needs {nbytes} data bytes, "
-            f"file has {max_bytes - len(head)}"
+            f"{path}: truncated: header {shape} needs {nbytes} data bytes, file has {max_bytes - len(head)}"
         )
     if len(head) + nbytes > max_bytes:
         raise MNISTError(
@@ -147,13 +144,9 @@ def _read_stream(stream, path, magic, digest, max_bytes, exact_size):
         raise MNISTError(f"{path}: header shape {shape} is not an array NumPy can hold ({exc})") from None
     got = readinto_full(stream, byte_view(array))
     if got != nbytes:
-        raise MNISTError(
-            f"{path}: truncated: header {shape} needs {nbytes} data bytes, file has {got}"
-        )
+        raise MNISTError(f"{path}: truncated: header {shape} needs {nbytes} data bytes, file has {got}")
     if stream.read(1):
-        raise MNISTError(
-            f"{path}: trailing garbage after the {nbytes} data bytes the header {shape} describes"
-        )
+        raise MNISTError(f"{path}: trailing garbage after the {nbytes} data bytes the header {shape} describes")
     hexdigest = None
     if digest:
         h = hashlib.sha256(head)

@@ -150,9 +150,7 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"load_mnist: {name} must be True or False, got {flag!r}")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"load_mnist: data_dir must be a folder path (str or os.PathLike) or None, got {data_dir!r}"
-        )
+        raise TypeError(f"load_mnist: data_dir must be a folder path (str or os.PathLike) or None, got {data_dir!r}")
     raw = _load_raw(data_dir, download)
     x_train = _images(raw.pop("x_train"), normalize, flatten)
     x_test = _images(raw.pop("x_test"), normalize, flatten)
@@ -293,8 +291,7 @@ def _check_pair(x, t, x_path, t_path):
     bad = np.flatnonzero(t >= N_CLASSES)
     if bad.size:
         raise MNISTError(
-            f"{t_path}: label {t[bad[0]]} at index {bad[0]} is outside 0..9 "
-            f"({bad.size} labels out of range)"
+            f"{t_path}: label {t[bad[0]]} at index {bad[0]} is outside 0..9 ({bad.size} labels out of range)"
         )
 
 

@@ -321,7 +321,9 @@ def unit_gradients(grads, col, diff, batch, labels, fwd, params, h, dv, j):
             else:  # this pixel's own steps
                 x = batch.vals[p]
                 d_p, d_m = x * ((pw + h) - pw), x * (pw - (pw - h))
-                col[i] += hidden_pair_diff(d_p, d_m, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t)
+                col[i] += hidden_pair_diff(
+                    d_p, d_m, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_row, w_row, a2_row, t
+                )
     for i in range(d):
         grads.W1[i, j] = col[i] / n / (2.0 * h)
     grads.b1[j] = acc_b1 / n / (2.0 * h)

@@ -27,13 +27,52 @@ from .forward import forward_row
 from .numgrad_perturbed import numgrad_perturbed
 
 # The same literals as the NumPy reference and the C twin.
-RADII = np.array((
-    0.01, 0.0115, 0.013225, 0.0152087, 0.0174901, 0.0201136, 0.0231306, 0.0266002, 0.0305902, 0.0351788,
-    0.0404556, 0.0465239, 0.0535025, 0.0615279, 0.0707571, 0.0813706, 0.0935762, 0.107613, 0.123755,
-    0.142318, 0.163665, 0.188215, 0.216447, 0.248915, 0.286252, 0.32919, 0.378568, 0.435353, 0.500656,
-    0.575755, 0.662118, 0.761435, 0.875651, 1.007, 1.15805, 1.33176, 1.53152, 1.76125, 2.02543, 2.32925,
-    2.67864, 3.08043,
-))
+RADII = np.array(
+    (
+        0.01,
+        0.0115,
+        0.013225,
+        0.0152087,
+        0.0174901,
+        0.0201136,
+        0.0231306,
+        0.0266002,
+        0.0305902,
+        0.0351788,
+        0.0404556,
+        0.0465239,
+        0.0535025,
+        0.0615279,
+        0.0707571,
+        0.0813706,
+        0.0935762,
+        0.107613,
+        0.123755,
+        0.142318,
+        0.163665,
+        0.188215,
+        0.216447,
+        0.248915,
+        0.286252,
+        0.32919,
+        0.378568,
+        0.435353,
+        0.500656,
+        0.575755,
+        0.662118,
+        0.761435,
+        0.875651,
+        1.007,
+        1.15805,
+        1.33176,
+        1.53152,
+        1.76125,
+        2.02543,
+        2.32925,
+        2.67864,
+        3.08043,
+    )
+)
 ROUNDING = 2.0**-53
 LOG2 = math.log(2.0)
 HALF_PI = math.pi / 2.0
@@ -82,9 +121,16 @@ def compose(f1, f2, f3, f4, f5, beta1, beta2, beta3, beta4, beta5):
         f1 * beta1,
         f1 * beta2 + f2 * beta11,
         (f1 * beta3 + f2 * (2.0 * beta1 * beta2)) + f3 * (beta11 * beta1),
-        ((f1 * beta4 + f2 * (2.0 * beta1 * beta3 + beta2 * beta2)) + f3 * (3.0 * beta11 * beta2)) + f4 * (beta11 * beta11),
-        (((f1 * beta5 + f2 * (2.0 * beta1 * beta4 + 2.0 * beta2 * beta3)) + f3 * (3.0 * beta11 * beta3
-         + 3.0 * beta1 * beta2 * beta2)) + f4 * (4.0 * beta11 * beta1 * beta2)) + f5 * (beta11 * beta11 * beta1),
+        ((f1 * beta4 + f2 * (2.0 * beta1 * beta3 + beta2 * beta2)) + f3 * (3.0 * beta11 * beta2))
+        + f4 * (beta11 * beta11),
+        (
+            (
+                (f1 * beta5 + f2 * (2.0 * beta1 * beta4 + 2.0 * beta2 * beta3))
+                + f3 * (3.0 * beta11 * beta3 + 3.0 * beta1 * beta2 * beta2)
+            )
+            + f4 * (4.0 * beta11 * beta1 * beta2)
+        )
+        + f5 * (beta11 * beta11 * beta1),
     )
 
 
@@ -421,7 +467,9 @@ def numgrad_series(grads, batch, labels, params, fwd, h):
     products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h)
     units = np.empty(hdim, dtype=np.bool_)
     logits = np.empty(k, dtype=np.bool_)
-    rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h)
+    rejected(
+        units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h
+    )
     if units.any() or logits.any():
         numgrad_perturbed(grads, batch, labels, params, fwd, h, units, logits)
     return units, logits

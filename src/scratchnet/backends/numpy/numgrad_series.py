@@ -23,6 +23,7 @@ rounding of the result, that unit or logit is computed by the perturbed-loss
 method instead (``numgrad_perturbed``).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -38,11 +39,48 @@ FACTORIAL = [math.factorial(m) for m in range(M + 1)]
 # Radii r of the circles |d| = r on which the remainder is bounded (Cauchy),
 # 0.01 * 1.15^k below pi; the bound takes the best. The same literals in every backend.
 RADII = (
-    0.01, 0.0115, 0.013225, 0.0152087, 0.0174901, 0.0201136, 0.0231306, 0.0266002, 0.0305902, 0.0351788,
-    0.0404556, 0.0465239, 0.0535025, 0.0615279, 0.0707571, 0.0813706, 0.0935762, 0.107613, 0.123755,
-    0.142318, 0.163665, 0.188215, 0.216447, 0.248915, 0.286252, 0.32919, 0.378568, 0.435353, 0.500656,
-    0.575755, 0.662118, 0.761435, 0.875651, 1.007, 1.15805, 1.33176, 1.53152, 1.76125, 2.02543, 2.32925,
-    2.67864, 3.08043,
+    0.01,
+    0.0115,
+    0.013225,
+    0.0152087,
+    0.0174901,
+    0.0201136,
+    0.0231306,
+    0.0266002,
+    0.0305902,
+    0.0351788,
+    0.0404556,
+    0.0465239,
+    0.0535025,
+    0.0615279,
+    0.0707571,
+    0.0813706,
+    0.0935762,
+    0.107613,
+    0.123755,
+    0.142318,
+    0.163665,
+    0.188215,
+    0.216447,
+    0.248915,
+    0.286252,
+    0.32919,
+    0.378568,
+    0.435353,
+    0.500656,
+    0.575755,
+    0.662118,
+    0.761435,
+    0.875651,
+    1.007,
+    1.15805,
+    1.33176,
+    1.53152,
+    1.76125,
+    2.02543,
+    2.32925,
+    2.67864,
+    3.08043,
 )
 ROUNDING = 2.0**-53  # the remainder must stay below this fraction of the result's scale
 
@@ -90,10 +128,15 @@ def compose(F, beta):
         F[1] * b[1],
         F[1] * b[2] + F[2] * (b[1] * b[1]),
         F[1] * b[3] + F[2] * (2.0 * b[1] * b[2]) + F[3] * (b[1] * b[1] * b[1]),
-        F[1] * b[4] + F[2] * (2.0 * b[1] * b[3] + b[2] * b[2]) + F[3] * (3.0 * b[1] * b[1] * b[2])
+        F[1] * b[4]
+        + F[2] * (2.0 * b[1] * b[3] + b[2] * b[2])
+        + F[3] * (3.0 * b[1] * b[1] * b[2])
         + F[4] * (b[1] * b[1] * b[1] * b[1]),
-        F[1] * b[5] + F[2] * (2.0 * b[1] * b[4] + 2.0 * b[2] * b[3]) + F[3] * (3.0 * b[1] * b[1] * b[3]
-        + 3.0 * b[1] * b[2] * b[2]) + F[4] * (4.0 * b[1] * b[1] * b[1] * b[2]) + F[5] * b[1] ** 5,
+        F[1] * b[5]
+        + F[2] * (2.0 * b[1] * b[4] + 2.0 * b[2] * b[3])
+        + F[3] * (3.0 * b[1] * b[1] * b[3] + 3.0 * b[1] * b[2] * b[2])
+        + F[4] * (4.0 * b[1] * b[1] * b[1] * b[2])
+        + F[5] * b[1] ** 5,
     ]
 
 
@@ -218,7 +261,7 @@ def series_rejected(C1, L1, xmax, zmax, steps, W2, h):
     for j in range(H):
         width = W2[j].max() - W2[j].min()
         scale = np.abs(C1[:, j]).max()  # NaN where the coefficients overflowed: then rejected
-        at = lambda r: hidden_growth(r, width)  # noqa: E731
+        at = functools.partial(hidden_growth, width=width)
         units[j] = not (
             tail_bound(at, *steps["W1"][j], xmax, h) <= ROUNDING * xmax * scale
             and tail_bound(at, *steps["b1"][j], 1.0, h) <= ROUNDING * scale
