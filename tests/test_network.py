@@ -9,6 +9,7 @@ compiled backends directly with the NumPy reference.
 
 import functools
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -150,23 +151,25 @@ def test_batch_methods_equal_the_checked_ones(mnist_batch, backend):
 # The loop subtracts two batch losses L(+h), L(-h) of about 2.3, each carrying
 # rounding of some tens of ulps(2.3) ~ 1e-14 (matmuls, exp, log, mean); divided
 # by 2h = 2e-4 that is ~1e-11 of noise in every entry of its gradient (seen:
-# up to 1e-11), and it grows as 1/h: ~1e-9 at h = 1e-6. Both methods are far
+# up to 1e-11), and it grows as 1/h: ~1e-9 at h = 1e-6, and as the loss: with
+# weight std 3 the loss is 7.8 and the noise 2e-11. Both methods are far
 # closer to exact (see the oracle tests below). So: absolute 1e-9 everywhere
-# (the issue's bar), and relative 1e-5 where |g| >= 1e-6 (1e-4 / h): 1e-11
-# (1e-4 / h) absolute there, the size of the loop's noise.
+# (the issue's bar), and relative 1e-5 where |g| >= 1e-6 (1e-4 / h) (L / 2.3):
+# 1e-11 (1e-4 / h) (L / 2.3) absolute there, the size of the loop's noise.
 LOOP_ATOL = 1e-9
 LOOP_RTOL = 1e-5
 LOOP_RTOL_FLOOR = 1e-6
+CHAPTER_LOSS = 2.3  # -log(1/10): the loss of a fresh net, where the noise above was measured
 
 
-def assert_matches_loop(got, ref, h=H_STEP):
+def assert_matches_loop(got, ref, h=H_STEP, loss=CHAPTER_LOSS):
     for name in ("W1", "b1", "W2", "b2"):
         checked = ~np.isnan(ref[name])  # the loop leaves unsampled entries NaN
         assert checked.any()
         g, r = got[name][checked], ref[name][checked]
         diff = np.abs(g - r)
         assert diff.max() <= LOOP_ATOL, (name, diff.max())
-        big = np.abs(r) >= LOOP_RTOL_FLOOR * max(1.0, H_STEP / h)
+        big = np.abs(r) >= LOOP_RTOL_FLOOR * max(1.0, H_STEP / h) * max(1.0, loss / CHAPTER_LOSS)
         if big.any():
             rel = (diff[big] / np.abs(r[big])).max()
             assert rel <= LOOP_RTOL, (name, rel)
@@ -187,7 +190,7 @@ SAMPLED = {"W1": 60, "b1": 10, "W2": 30, "b2": None}
 
 def _case(name, mnist_pool, trained_full):
     """(net, x, t, h, sample) of one input of the exactness matrix."""
-    rng = np.random.default_rng(abs(hash(name)) % (1 << 31))
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # not hash(): str hashes change per process
     x_all, t_all = mnist_pool
     mnist = lambda n, start=0: (x_all[start : start + n], t_all[start : start + n].astype(np.intp))  # noqa: E731
     h = H_STEP
@@ -259,7 +262,8 @@ def loop_reference(mnist_pool, trained_full):
 @pytest.mark.parametrize("case", MATRIX)
 def test_matches_the_loop(loop_reference, case, backend, method):
     net, x, t, h, ref = loop_reference(case)
-    assert_matches_loop(net.numerical_gradient(x, t, h=h, method=method, backend=backend), ref, h)
+    got = net.numerical_gradient(x, t, h=h, method=method, backend=backend)
+    assert_matches_loop(got, ref, h, loss=net.loss(x, t, backend="numpy"))
 
 
 # -- exactness: an extended-precision oracle of the same central difference --------------------
