@@ -72,6 +72,10 @@ def run_cli(args, env, timeout=300):
     )
 
 
+TINY_NET = ["--batch-size", 40, "--hidden", 6, "--lr", 0.5]  # a net that trains in milliseconds
+TINY = ["--gradient", "backprop", *TINY_NET, "--no-progress"]
+
+
 def load_params(directory):
     with np.load(directory / "params.npz", allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
@@ -192,22 +196,7 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(data_dirs, env, tmp_path
     # iteration. The child blocks once the pipe (64 KiB: ~1,770 lines, plus
     # the 8 KiB that readline buffers) is full, so it is still short of 2,500
     # iterations when SIGINT arrives, however slow this process is to send it.
-    common = [
-        "train",
-        "--gradient",
-        "backprop",
-        "--data-dir",
-        data_dirs["tiny"],
-        "--batch-size",
-        40,
-        "--hidden",
-        6,
-        "--lr",
-        0.5,
-        "--iters",
-        2500,
-        "--no-progress",
-    ]
+    common = ["train", *TINY, "--data-dir", data_dirs["tiny"], "--iters", 2500]
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
         [sys.executable, "-m", "scratchnet", *map(str, common), "--out", str(cut)],
@@ -287,31 +276,13 @@ def test_numgrad_method_is_a_setting(data_dirs, tmp_path, capsys):
     params = {}
     for method in ("series", "perturbed"):
         out = tmp_path / method
-        args = [
-            "--data-dir",
-            data_dirs["tiny"],
-            "--gradient",
-            "numerical",
-            "--numgrad-method",
-            method,
-            "--batch-size",
-            40,
-            "--hidden",
-            6,
-            "--lr",
-            0.5,
-            "--iters",
-            20,
-            "--no-progress",
-            "--out",
-            out,
-        ]
+        args = ["--data-dir", data_dirs["tiny"], "--gradient", "numerical", "--numgrad-method", method, *TINY_NET]
+        args += ["--iters", 20, "--no-progress", "--out", out]
         status, stdout, err = run_main(args, capsys)
         assert status == 0, err
         assert stdout.startswith(RUN_LINE) and f"numerical gradients ({method} method, h=0.0001)" in stdout
         assert json.loads((out / "config.json").read_text())["settings"]["numgrad_method"] == method
-        with np.load(out / "params.npz") as npz:
-            params[method] = {k: npz[k] for k in npz.files}
+        params[method] = load_params(out)
     for k in params["series"]:
         np.testing.assert_allclose(params["perturbed"][k], params["series"][k], rtol=0, atol=1e-9)
     status, _, err = run_main(["--resume", tmp_path / "series", "--numgrad-method", "perturbed", "--iters", 30], capsys)
@@ -468,7 +439,6 @@ def test_training_runs_with_one_blas_thread_unless_the_user_says_otherwise(monke
 
 
 # -- hardening: a run is never lost to where it is written ---------------------
-TINY = ["--gradient", "backprop", "--batch-size", 40, "--hidden", 6, "--lr", 0.5, "--no-progress"]
 
 
 def one_line_error(status, err, option):

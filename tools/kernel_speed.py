@@ -24,20 +24,11 @@ import numba
 import numpy as np
 
 import scratchnet
+from timing import median_time
 
 SEED = 20261127
 SHAPES = {"1000000x10": (1_000_000, 10), "100x784": (100, 784)}
 RUNS = 7
-
-
-def median_time(call, runs=RUNS):
-    """Median wall time of ``runs`` calls of ``call()``, in seconds."""
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def kernel_calls(shape, rng):
@@ -63,7 +54,7 @@ def report_kernels(backends):
         for name, call in kernel_calls(shape, rng).items():
             for b in backends:
                 call(b)  # Numba compilation, first load of the C extension
-            times = {b: median_time(functools.partial(call, b)) for b in backends}
+            times = {b: median_time(functools.partial(call, b), RUNS) for b in backends}
             row = f"  {name:<20} {size:<11}"
             for b in backends:
                 row += f" {_fmt(times[b]):>10} {times['numpy'] / times[b]:>5.2f}x"

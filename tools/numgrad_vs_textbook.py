@@ -13,26 +13,16 @@ side by side. Run it on an idle machine.
 
 import argparse
 import functools
-import statistics
-import time
 
 import numpy as np
 
 import scratchnet
 from scratchnet import textbook
 from scratchnet._blas import single_threaded_blas
+from timing import median_time
 
 SEED = 20261127
 N_PARAMS = 784 * 50 + 50 + 50 * 10 + 10
-
-
-def median_time(call, runs):
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():

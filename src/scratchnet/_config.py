@@ -17,6 +17,53 @@ DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error: log(y
 DEFAULT_H = 1e-4  # the chapter's step of the central difference
 SUM_BLOCK = 1024  # samples per partial sum of a loss; fixed, so sums never depend on threads
 SERIES_ORDER = 5  # highest power of the step kept by the series numerical gradient
+# Radii r of the circles |d| = r on which the series' remainder is bounded (Cauchy),
+# 0.01 * 1.15^k below pi, the bound taking the best; kernels/numgrad_series.c has the same literals.
+SERIES_RADII = (
+    0.01,
+    0.0115,
+    0.013225,
+    0.0152087,
+    0.0174901,
+    0.0201136,
+    0.0231306,
+    0.0266002,
+    0.0305902,
+    0.0351788,
+    0.0404556,
+    0.0465239,
+    0.0535025,
+    0.0615279,
+    0.0707571,
+    0.0813706,
+    0.0935762,
+    0.107613,
+    0.123755,
+    0.142318,
+    0.163665,
+    0.188215,
+    0.216447,
+    0.248915,
+    0.286252,
+    0.32919,
+    0.378568,
+    0.435353,
+    0.500656,
+    0.575755,
+    0.662118,
+    0.761435,
+    0.875651,
+    1.007,
+    1.15805,
+    1.33176,
+    1.53152,
+    1.76125,
+    2.02543,
+    2.32925,
+    2.67864,
+    3.08043,
+)
+SERIES_ROUNDING = 2.0**-53  # the remainder must stay below this fraction of the result's scale
 
 NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
 

@@ -22,58 +22,12 @@ import math
 import numpy as np
 from numba import prange
 
-from ..._config import DELTA, jit
+from ..._config import DELTA, SERIES_RADII, jit
+from ..._config import SERIES_ROUNDING as ROUNDING
 from .forward import forward_row
 from .numgrad_perturbed import numgrad_perturbed
 
-# The same literals as the NumPy reference and the C twin.
-RADII = np.array(
-    (
-        0.01,
-        0.0115,
-        0.013225,
-        0.0152087,
-        0.0174901,
-        0.0201136,
-        0.0231306,
-        0.0266002,
-        0.0305902,
-        0.0351788,
-        0.0404556,
-        0.0465239,
-        0.0535025,
-        0.0615279,
-        0.0707571,
-        0.0813706,
-        0.0935762,
-        0.107613,
-        0.123755,
-        0.142318,
-        0.163665,
-        0.188215,
-        0.216447,
-        0.248915,
-        0.286252,
-        0.32919,
-        0.378568,
-        0.435353,
-        0.500656,
-        0.575755,
-        0.662118,
-        0.761435,
-        0.875651,
-        1.007,
-        1.15805,
-        1.33176,
-        1.53152,
-        1.76125,
-        2.02543,
-        2.32925,
-        2.67864,
-        3.08043,
-    )
-)
-ROUNDING = 2.0**-53
+RADII = np.array(SERIES_RADII)  # a global array: a compile-time constant of the kernels
 LOG2 = math.log(2.0)
 HALF_PI = math.pi / 2.0
 ORDER = 5  # this module is written out for SERIES_ORDER = 5

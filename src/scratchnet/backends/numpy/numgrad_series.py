@@ -31,58 +31,13 @@ import numpy as np
 from ..._blas import single_threaded_blas
 from ..._config import DELTA
 from ..._config import SERIES_ORDER as M
+from ..._config import SERIES_RADII as RADII
+from ..._config import SERIES_ROUNDING as ROUNDING
 from .forward import forward
 from .numgrad_perturbed import numgrad_perturbed
 from .sparse import dense
 
 FACTORIAL = [math.factorial(m) for m in range(M + 1)]
-# Radii r of the circles |d| = r on which the remainder is bounded (Cauchy),
-# 0.01 * 1.15^k below pi; the bound takes the best. The same literals in every backend.
-RADII = (
-    0.01,
-    0.0115,
-    0.013225,
-    0.0152087,
-    0.0174901,
-    0.0201136,
-    0.0231306,
-    0.0266002,
-    0.0305902,
-    0.0351788,
-    0.0404556,
-    0.0465239,
-    0.0535025,
-    0.0615279,
-    0.0707571,
-    0.0813706,
-    0.0935762,
-    0.107613,
-    0.123755,
-    0.142318,
-    0.163665,
-    0.188215,
-    0.216447,
-    0.248915,
-    0.286252,
-    0.32919,
-    0.378568,
-    0.435353,
-    0.500656,
-    0.575755,
-    0.662118,
-    0.761435,
-    0.875651,
-    1.007,
-    1.15805,
-    1.33176,
-    1.53152,
-    1.76125,
-    2.02543,
-    2.32925,
-    2.67864,
-    3.08043,
-)
-ROUNDING = 2.0**-53  # the remainder must stay below this fraction of the result's scale
 
 
 # -- coefficients ---------------------------------------------------------------
