@@ -116,3 +116,24 @@ def test_every_backend_provides_every_kernel(name):
     module = sn.backends.load(name)
     missing = [k for k in sn.backends.KERNELS if not callable(getattr(module, k, None))]
     assert not missing, (name, missing)
+
+
+def test_the_c_series_bound_uses_the_python_constants():
+    # The C twin cannot import _config: its radii, rounding limit and even-power
+    # tolerance are literals in kernels/numgrad_series.c, checked here against
+    # the Python ones (a changed radius would only show where a bound decision flips).
+    import importlib
+    import re
+    from pathlib import Path
+
+    from scratchnet import _config
+
+    source = Path(__file__).resolve().parents[1] / "kernels" / "numgrad_series.c"
+    if not source.exists():
+        pytest.skip("needs the kernels/ sources")
+    text = source.read_text()
+    radii = re.search(r"RADII\[\] = \{([^}]*)\}", text)[1]
+    assert tuple(float(v) for v in radii.split(",")) == _config.SERIES_RADII
+    assert float.fromhex(re.search(r"#define ROUNDING (\S+)", text)[1]) == _config.SERIES_ROUNDING
+    numba_series = importlib.import_module("scratchnet.backends.numba.numgrad_series")
+    assert float.fromhex(re.search(r"#define EVEN_TOL (\S+)", text)[1]) == numba_series.EVEN_TOL
