@@ -133,24 +133,31 @@ struct count_ctx {
     _Atomic int bad;
 };
 
-static void count_item(void *arg, int64_t item, int slot)
+int sn_count_correct_rows(int64_t *correct, double *scratch, const sn_sparse_rows *data, const int64_t *labels,
+                          const sn_params *p, int64_t lo, int64_t hi)
 {
-    struct count_ctx *c = arg;
-    int64_t h = c->p->h, k = c->p->k;
-    double *a1 = c->scratch + slot * (3 * h + k), *z = a1 + h, *zq = z + h, *a2 = zq + h;
-    int64_t end = (item + 1) * ACCURACY_CHUNK < c->data->n ? (item + 1) * ACCURACY_CHUNK : c->data->n;
-    int64_t correct = 0;
-    for (int64_t r = item * ACCURACY_CHUNK; r < end; r++) {
-        if (hidden_row(a1, z, zq, c->data->cols, c->data->vals, c->data->row_ptr[r], c->data->row_ptr[r + 1],
-                       c->data->nnz, c->p))
-            atomic_store(&c->bad, 1);
-        logit_row(a2, z, c->p);
+    int64_t h = p->h, k = p->k;
+    double *a1 = scratch, *z = a1 + h, *zq = z + h, *a2 = zq + h;
+    int bad = 0;
+    *correct = 0;
+    for (int64_t r = lo; r < hi; r++) {
+        bad |= hidden_row(a1, z, zq, data->cols, data->vals, data->row_ptr[r], data->row_ptr[r + 1], data->nnz, p);
+        logit_row(a2, z, p);
         int64_t best = 0; /* the first largest, as numpy.argmax */
         for (int64_t j = 1; j < k; j++)
             best = a2[j] > a2[best] ? j : best;
-        correct += best == c->labels[r];
+        *correct += best == labels[r];
     }
-    c->counts[item] = correct;
+    return bad;
+}
+
+static void count_item(void *arg, int64_t item, int slot)
+{
+    struct count_ctx *c = arg;
+    int64_t end = (item + 1) * ACCURACY_CHUNK < c->data->n ? (item + 1) * ACCURACY_CHUNK : c->data->n;
+    if (sn_count_correct_rows(&c->counts[item], c->scratch + slot * (3 * c->p->h + c->p->k), c->data, c->labels, c->p,
+                              item * ACCURACY_CHUNK, end))
+        atomic_store(&c->bad, 1);
 }
 
 int sn_count_correct(int64_t *correct, const sn_sparse_rows *data, const int64_t *labels, const sn_params *p)

@@ -25,8 +25,12 @@
 
 /* -- dimensions ------------------------------------------------------------ */
 
-enum dim { D_N, D_D, D_H, D_K, D_NNZ, D_M, D_MNNZ, D_CHUNKS, D_ELEMS, D_DPAD, D_FIVE, D_TWO, NDIMS, D_NONE = -1 };
-static const char *DIM_NAMES[NDIMS] = {"n", "d", "h", "k", "nnz", "rows", "data nnz", "chunks", "size", "dpad", "5", "2"};
+enum dim {
+    D_N, D_D, D_H, D_K, D_NNZ, D_M, D_MNNZ, D_M2, D_MNNZ2, D_STEPS, D_METHOD, D_CHUNKS, D_ELEMS, D_DPAD, D_FIVE, D_TWO,
+    NDIMS, D_NONE = -1
+};
+static const char *DIM_NAMES[NDIMS] = {"n", "d", "h", "k", "nnz", "rows", "data nnz", "test rows", "test nnz",
+                                       "steps", "method", "chunks", "size", "dpad", "5", "2"};
 
 struct extent {
     int dim;  /* enum dim */
@@ -41,6 +45,7 @@ enum kind {
     I32,    /* int32 array */
     U8,     /* uint8 array (boolean masks) */
     LABELS, /* int64 array of labels in [0, k) */
+    ROWS,   /* int64 array of row indices of data, in [0, rows) */
     REAL,   /* float64 array, or float32 if the field allows (dense x) */
     INT,    /* Python int, binds its dimension */
     FLOAT,  /* Python float */
@@ -68,15 +73,21 @@ struct layout {
 #define E1(d) {D_##d, 1}
 #define ARRAY(nm, kd, w, st, f, ...) {nm, kd, w, sizeof((struct extent[]){__VA_ARGS__}) / sizeof(struct extent), {__VA_ARGS__}, offsetof(st, f)}
 
-static const struct field SPARSE_ROWS[] = {
-    {"n", INT, 0, 1, {E(M)}, offsetof(sn_sparse_rows, n)},
-    {"d", INT, 0, 1, {E(D)}, offsetof(sn_sparse_rows, d)},
-    ARRAY("row_ptr", I64, 0, sn_sparse_rows, row_ptr, E1(M)),
-    ARRAY("cols", I32, 0, sn_sparse_rows, cols, E(MNNZ)),
-    ARRAY("vals", F64, 0, sn_sparse_rows, vals, E(MNNZ)),
-};
+/* Rows of a data set whose row count and nnz are dimensions m and mnnz (a second set has its own). */
+#define SPARSE_ROWS_FIELDS(m, mnnz)                                                                              \
+    {                                                                                                            \
+        {"n", INT, 0, 1, {E(m)}, offsetof(sn_sparse_rows, n)}, {"d", INT, 0, 1, {E(D)}, offsetof(sn_sparse_rows, d)}, \
+            ARRAY("row_ptr", I64, 0, sn_sparse_rows, row_ptr, E1(m)),                                            \
+            ARRAY("cols", I32, 0, sn_sparse_rows, cols, E(mnnz)), ARRAY("vals", F64, 0, sn_sparse_rows, vals, E(mnnz)), \
+    }
+static const struct field SPARSE_ROWS[] = SPARSE_ROWS_FIELDS(M, MNNZ);
+static const struct field SPARSE_ROWS_TEST[] = SPARSE_ROWS_FIELDS(M2, MNNZ2);
 static const struct layout SPARSE_ROWS_LAYOUT = {"data (SparseRows)", 1, 5, SPARSE_ROWS,
                                                   offsetof(sn_sparse_rows, nnz), -1, -1, -1, D_MNNZ};
+static const struct layout TRAIN_ROWS_LAYOUT = {"train (SparseRows)", 1, 5, SPARSE_ROWS,
+                                                 offsetof(sn_sparse_rows, nnz), -1, -1, -1, D_MNNZ};
+static const struct layout TEST_ROWS_LAYOUT = {"test (SparseRows)", 1, 5, SPARSE_ROWS_TEST,
+                                                offsetof(sn_sparse_rows, nnz), -1, -1, -1, D_MNNZ2};
 
 #define BATCH_FIELDS(w)                                                                                          \
     {                                                                                                            \
@@ -99,6 +110,16 @@ static const struct field PARAMS[] = {
 };
 static const struct layout PARAMS_LAYOUT = {"params (Params)", 1, 4, PARAMS, -1, offsetof(sn_params, d),
                                              offsetof(sn_params, h), offsetof(sn_params, k), D_NONE};
+
+/* Parameters updated in place (the engine). */
+static const struct field PARAMS_RW[] = {
+    ARRAY("W1", F64, 1, sn_params_rw, W1, E(D), E(H)),
+    ARRAY("b1", F64, 1, sn_params_rw, b1, E(H)),
+    ARRAY("W2", F64, 1, sn_params_rw, W2, E(H), E(K)),
+    ARRAY("b2", F64, 1, sn_params_rw, b2, E(K)),
+};
+static const struct layout PARAMS_RW_LAYOUT = {"params (Params)", 1, 4, PARAMS_RW, -1, offsetof(sn_params_rw, d),
+                                                offsetof(sn_params_rw, h), offsetof(sn_params_rw, k), D_NONE};
 
 static const struct field GRADS[] = {
     ARRAY("W1", F64, 1, sn_grads, W1, E(D), E(H)),
@@ -155,6 +176,8 @@ struct args {
     sn_sparse_rows data;
     sn_batch batch;
     sn_params params;
+    sn_params_rw params_rw;
+    sn_sparse_rows test;
     sn_grads grads;
     sn_forward_pass fwd;
     sn_backprop_work backprop_work;
@@ -168,10 +191,13 @@ struct args {
     int32_t *cols;
     double *vals;
     const int64_t *row_ptr;
-    const int64_t *labels;
+    const int64_t *labels, *test_labels;
     const int64_t *take;
     const uint8_t *units, *logits;
     double h;
+    double *losses;
+    double lr;
+    int64_t method;
 };
 
 #define SINGLE(lname, nm, kd, w, f, ...)                                                                         \
@@ -187,6 +213,8 @@ SINGLE(Y_ROWS, "y", F64, 0, x, E(N), E(K));
 SINGLE(T_LABELS, "t", LABELS, 0, labels, E(N));
 SINGLE(LABELS_N, "labels", LABELS, 0, labels, E(N));
 SINGLE(LABELS_M, "labels", LABELS, 0, labels, E(M));
+SINGLE(TRAIN_LABELS, "train_labels", LABELS, 0, labels, E(M));
+SINGLE(TEST_LABELS, "test_labels", LABELS, 0, test_labels, E(M2));
 SINGLE(DENSE, "x", REAL, 0, dense, E(M), E(D));
 SINGLE(COUNTS, "counts", I64, 1, counts, E(M));
 SINGLE(COLS_OUT, "cols", I32, 1, cols, E(MNNZ));
@@ -196,6 +224,10 @@ SINGLE(TAKE, "take", I64, 0, take, E(N));
 SINGLE(UNITS, "units", U8, 0, units, E(H));
 SINGLE(LOGITS, "logits", U8, 0, logits, E(K));
 SINGLE(STEP, "h", FLOAT, 0, h, E(N));
+SINGLE(TAKE_STEPS, "take", ROWS, 0, take, E(STEPS), E(N));
+SINGLE(LOSSES, "losses", F64, 1, losses, E(STEPS));
+SINGLE(RATE, "lr", FLOAT, 0, lr, E(N));
+SINGLE(METHOD, "method", INT, 0, method, E(METHOD));
 
 /* -- checking and unpacking ------------------------------------------------ */
 
@@ -254,6 +286,7 @@ static int format_ok(enum kind kind, char c, Py_ssize_t itemsize, int *f32)
         return *f32 || (c == 'd' && itemsize == 8);
     case I64:
     case LABELS:
+    case ROWS:
         return (c == 'l' || c == 'q') && itemsize == 8;
     case I32:
         return (c == 'i' || (c == 'l' && sizeof(long) == 4)) && itemsize == 4;
@@ -279,7 +312,8 @@ static PyObject *take_exception(void)
 #endif
 }
 
-static const char *KIND_NAMES[] = {"float64", "int64", "int32", "uint8", "int64 labels", "float32 or float64"};
+static const char *KIND_NAMES[] = {"float64", "int64", "int32", "uint8", "int64 labels", "int64 row indices",
+                                   "float32 or float64"};
 
 static int unpack_array(struct state *st, const char *layout, const struct field *f, PyObject *obj, void *dest)
 {
@@ -374,7 +408,8 @@ static void fill_sizes(const struct state *st, const struct layout *L, char *bas
 /* -- the kernels ----------------------------------------------------------- */
 
 /* An adapter calls the kernel with the unpacked arguments; it runs without the GIL. It returns an
- * SN_ status; a value result goes to *result (a float, or an int if the kernel's `returns` is 'i'). */
+ * SN_ status; a value result goes to result[0] (a float, or an int if the kernel's `returns` is 'i'),
+ * a pair of ints to result[0] and result[1] ('p'). */
 typedef int (*adapter)(struct args *a, const int64_t *dims, double *result);
 
 struct kernel {
@@ -384,7 +419,7 @@ struct kernel {
     const struct layout *args[9];
     Py_ssize_t offsets[9]; /* where each argument's struct goes in struct args */
     adapter call;
-    char returns; /* 0: None, 'f': float, 'i': int */
+    char returns; /* 0: None, 'f': float, 'i': int, 'p': a tuple of two ints */
     int min_n;    /* the smallest n (or number of rows) accepted: 1 for the kernels that divide by n */
 };
 
@@ -471,6 +506,23 @@ static int call_numgrad_perturbed(struct args *a, const int64_t *dims, double *r
                                 a->units, a->logits);
 }
 
+static int call_train_stretch(struct args *a, const int64_t *dims, double *result)
+{
+    sn_stretch run = {a->take, dims[D_STEPS], dims[D_N], (int)a->method, a->lr, a->h};
+    int64_t done;
+    int status = sn_train_stretch(&done, a->losses, &a->params_rw, &a->data, a->labels, &run);
+    *result = (double)done; /* exact: done <= steps < 2^53 */
+    return status;
+}
+
+static int call_count_correct_pair(struct args *a, const int64_t *dims, double *result)
+{
+    int64_t correct[2];
+    int status = sn_count_correct_pair(correct, &a->data, a->labels, &a->test, a->test_labels, &a->params);
+    result[0] = (double)correct[0], result[1] = (double)correct[1];
+    return status;
+}
+
 static const struct kernel KERNELS[] = {
     {"sigmoid", "sigmoid(out, x): out = 1 / (1 + exp(-x)); out, x float64 (m,)", 2, {&OUT_FLAT, &X_FLAT},
      {NOWHERE, NOWHERE}, call_sigmoid, 0, 0},
@@ -504,16 +556,34 @@ static const struct kernel KERNELS[] = {
       &UNITS, &LOGITS},
      {AT(grads), AT(perturbed_work), AT(batch), NOWHERE, AT(params), AT(fwd), NOWHERE, NOWHERE, NOWHERE},
      call_numgrad_perturbed, 0, 1},
+    {"train_stretch",
+     "train_stretch(params, data, labels, take, losses, lr, method, h) -> done: take.shape[0] SGD iterations in "
+     "place on rows take[s] (steps, n) of data; method 0 series, 1 perturbed, 2 backprop", 8,
+     {&PARAMS_RW_LAYOUT, &SPARSE_ROWS_LAYOUT, &LABELS_M, &TAKE_STEPS, &LOSSES, &RATE, &METHOD, &STEP},
+     {AT(params_rw), AT(data), NOWHERE, NOWHERE, NOWHERE, NOWHERE, NOWHERE, NOWHERE}, call_train_stretch, 'i', 1},
+    {"count_correct_pair",
+     "count_correct_pair(train, train_labels, test, test_labels, params) -> (int, int): count_correct of both sets",
+     5, {&TRAIN_ROWS_LAYOUT, &TRAIN_LABELS, &TEST_ROWS_LAYOUT, &TEST_LABELS, &PARAMS_LAYOUT},
+     {AT(data), NOWHERE, AT(test), NOWHERE, AT(params)}, call_count_correct_pair, 'p', 0},
 };
 #define NKERNELS (sizeof KERNELS / sizeof KERNELS[0])
 
-/* Labels in [0, k): a label out of range would index outside y. */
-static int check_labels(const struct args *a, const int64_t *dims, int64_t count)
+/* Labels in [0, k) (a label out of range would index outside y), row indices in [0, data rows). */
+static int check_indices(const struct field *f, const struct args *a, const int64_t *dims)
 {
+    const int64_t *v = *(const int64_t *const *)((const char *)a + f->offset);
+    int64_t count = 1, bound = f->kind == LABELS ? dims[D_K] : dims[D_M];
+    for (int i = 0; i < f->ndim; i++)
+        count *= dims[f->shape[i].dim];
     for (int64_t i = 0; i < count; i++)
-        if (a->labels[i] < 0 || a->labels[i] >= dims[D_K]) {
-            PyErr_Format(PyExc_ValueError, "labels: label %lld at index %lld out of range [0, %lld)",
-                         (long long)a->labels[i], (long long)i, (long long)dims[D_K]);
+        if (v[i] < 0 || v[i] >= bound) {
+            if (f->kind == LABELS) /* "labels", as the Python side says, for the single "t" too */
+                PyErr_Format(PyExc_ValueError, "%s: label %lld at index %lld out of range [0, %lld)",
+                             strcmp(f->name, "t") ? f->name : "labels", (long long)v[i], (long long)i,
+                             (long long)bound);
+            else
+                PyErr_Format(PyExc_ValueError, "%s: row %lld at flat index %lld out of range [0, %lld) (the rows of data)",
+                             f->name, (long long)v[i], (long long)i, (long long)bound);
             return -1;
         }
     return 0;
@@ -533,12 +603,9 @@ static PyObject *dispatch(const struct kernel *kern, PyObject *const *argv, Py_s
     st.nviews = 0;
     st.dense_f32 = 0;
     PyObject *ret = NULL;
-    int has_labels = 0;
-    for (int i = 0; i < kern->nargs; i++) {
+    for (int i = 0; i < kern->nargs; i++)
         if (unpack(&st, kern->args[i], argv[i], (char *)&a + kern->offsets[i]) < 0)
             goto done;
-        has_labels |= !kern->args[i]->tuple && kern->args[i]->fields[0].kind == LABELS;
-    }
     for (int i = 0; i < kern->nargs; i++)
         fill_sizes(&st, kern->args[i], (char *)&a + kern->offsets[i]);
     a.dense_f32 = st.dense_f32;
@@ -552,17 +619,27 @@ static PyObject *dispatch(const struct kernel *kern, PyObject *const *argv, Py_s
         PyErr_Format(PyExc_ValueError, "%s: k (classes, or columns of a softmax row) must be >= 1", kern->name);
         goto done;
     }
-    if (has_labels && check_labels(&a, st.dims, rows) < 0)
+    for (int i = 0; i < kern->nargs; i++) {
+        const struct field *f = &kern->args[i]->fields[0];
+        if (!kern->args[i]->tuple && (f->kind == LABELS || f->kind == ROWS) && check_indices(f, &a, st.dims) < 0)
+            goto done;
+    }
+    int stretch = kern->call == call_train_stretch;
+    if (stretch && !(a.method >= SN_SERIES && a.method <= SN_BACKPROP)) {
+        PyErr_Format(PyExc_ValueError, "method: expected 0 (series), 1 (perturbed) or 2 (backprop), got %lld",
+                     (long long)a.method);
         goto done;
-    if (kern->call == call_numgrad_series || kern->call == call_numgrad_perturbed)
+    }
+    if (kern->call == call_numgrad_series || kern->call == call_numgrad_perturbed ||
+        (stretch && a.method != SN_BACKPROP))
         if (!(a.h > 0 && isfinite(a.h))) {
-            PyErr_Format(PyExc_ValueError, "h: expected a positive finite step, got %R", argv[6]);
+            PyErr_Format(PyExc_ValueError, "h: expected a positive finite step, got %R", argv[stretch ? 7 : 6]);
             goto done;
         }
-    double result = 0.0;
+    double result[2] = {0.0, 0.0};
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = kern->call(&a, st.dims, &result);
+    status = kern->call(&a, st.dims, result);
     Py_END_ALLOW_THREADS
     if (status == SN_NO_MEMORY) {
         PyErr_NoMemory();
@@ -573,8 +650,9 @@ static PyObject *dispatch(const struct kernel *kern, PyObject *const *argv, Py_s
                      kern->name);
         goto done;
     }
-    ret = kern->returns == 'f' ? PyFloat_FromDouble(result)
-          : kern->returns == 'i' ? PyLong_FromLongLong((long long)result)
+    ret = kern->returns == 'f'   ? PyFloat_FromDouble(result[0])
+          : kern->returns == 'i' ? PyLong_FromLongLong((long long)result[0])
+          : kern->returns == 'p' ? Py_BuildValue("(LL)", (long long)result[0], (long long)result[1])
                                  : Py_NewRef(Py_None);
 done:
     for (int i = 0; i < st.nviews; i++)
@@ -600,8 +678,11 @@ ENTRY(8)
 ENTRY(9)
 ENTRY(10)
 ENTRY(11)
+ENTRY(12)
+ENTRY(13)
 static PyObject *(*const ENTRIES[])(PyObject *, PyObject *const *, Py_ssize_t) = {
     entry_0, entry_1, entry_2, entry_3, entry_4, entry_5, entry_6, entry_7, entry_8, entry_9, entry_10, entry_11,
+    entry_12, entry_13,
 };
 _Static_assert(sizeof ENTRIES / sizeof ENTRIES[0] == NKERNELS, "one entry per kernel");
 

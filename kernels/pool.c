@@ -15,18 +15,54 @@
  * its own outputs. `slot` (0 for the caller, 1..workers) indexes
  * per-thread scratch; it is below sn_pool_slots(), fixed for the call.
  *
+ * sn_pool_attach adds a second, independent loop to the calling thread's
+ * next call: both loops' items in one job, so one barrier instead of two.
+ *
  * A call made while the pool is busy (from another Python thread, or from
  * inside a task) runs all its items on the calling thread. After fork() the
  * child starts with no workers and makes new ones when needed.
  */
 #include "scratchnet.h"
 
+#include <stddef.h>
+
+/* The loop sn_pool_attach left for this thread's next sn_parallel_for (a thread's own, so other
+ * Python threads calling kernels at the same time never take it). */
+static _Thread_local sn_job attached;
+
+/* The attached loop's items first (so a long one starts early), then the call's own. */
+struct joined {
+    sn_job extra, own;
+};
+
+static void joined_item(void *arg, int64_t item, int slot)
+{
+    const struct joined *j = arg;
+    if (item < j->extra.nitems)
+        j->extra.task(j->extra.ctx, item, slot);
+    else
+        j->own.task(j->own.ctx, item - j->extra.nitems, slot);
+}
+
+void sn_pool_attach(const sn_job *job)
+{
+    attached = *job;
+}
+
+void sn_pool_flush(void)
+{
+    if (attached.nitems > 0)
+        sn_parallel_for(0, sn_pool_slots(), NULL, NULL); /* a job of the attached items alone */
+}
+
 #ifdef SN_SERIAL /* built without threads: every loop runs on the caller */
 
 void sn_parallel_for(int64_t nitems, int slots, sn_task task, void *ctx)
 {
-    for (int64_t i = 0; i < nitems; i++)
-        task(ctx, i, 0);
+    struct joined j = {attached, {nitems, task, ctx}};
+    attached.nitems = 0;
+    for (int64_t i = 0; i < j.extra.nitems + nitems; i++)
+        joined_item(&j, i, 0);
 }
 
 int sn_pool_slots(void)
@@ -188,6 +224,13 @@ int sn_pool_slots(void)
 
 void sn_parallel_for(int64_t nitems, int slots, sn_task task, void *ctx)
 {
+    struct joined j = {attached, {nitems, task, ctx}};
+    if (j.extra.nitems > 0) { /* one job of both loops */
+        attached.nitems = 0;
+        nitems += j.extra.nitems;
+        task = joined_item;
+        ctx = &j;
+    }
     if (slots > sn_pool_slots())
         slots = sn_pool_slots();
     if (nitems < 2 || slots < 2 || pthread_mutex_trylock(&pool.busy) != 0) {

@@ -72,6 +72,16 @@ typedef struct {
 typedef void (*sn_task)(void *ctx, int64_t item, int slot);
 /* Run task(ctx, item, slot) for every item; returns when all are done. At most `slots` threads. */
 void sn_parallel_for(int64_t nitems, int slots, sn_task task, void *ctx);
+/* A loop to run as extra items of the calling thread's next sn_parallel_for: two independent loops in one
+ * job, so one barrier (the engine's loss rows of iteration s beside the first loop of s + 1's gradient).
+ * One at a time; sn_pool_flush runs it now if no sn_parallel_for has taken it. */
+typedef struct {
+    int64_t nitems;
+    sn_task task;
+    void *ctx;
+} sn_job;
+void sn_pool_attach(const sn_job *job);
+void sn_pool_flush(void);
 /* Threads a call may use now (for sizing per-thread scratch). */
 int sn_pool_slots(void);
 int sn_set_num_threads(int n); /* 0, or -1 if n is not in 1..256 */
@@ -108,6 +118,9 @@ int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p
 int sn_forward_row(const sn_forward_pass *out, const sn_batch *b, const sn_params *p, int64_t r);
 /* *correct = rows of data whose largest logit is at labels[r] (n,). */
 int sn_count_correct(int64_t *correct, const sn_sparse_rows *data, const int64_t *labels, const sn_params *p);
+/* *correct = the same count over rows lo .. hi - 1 only; scratch (3 h + k). 1 on a bad index. */
+int sn_count_correct_rows(int64_t *correct, double *scratch, const sn_sparse_rows *data, const int64_t *labels,
+                          const sn_params *p, int64_t lo, int64_t hi);
 
 /* backprop.c --------------------------------------------------------------- */
 
@@ -153,5 +166,33 @@ typedef struct {
 int sn_numgrad_perturbed(const sn_grads *g, const sn_perturbed_work *w, const sn_batch *b, const int64_t *labels,
                          const sn_params *p, const sn_forward_pass *f, double h, const uint8_t *units,
                          const uint8_t *logits);
+
+/* engine.c ----------------------------------------------------------------- */
+
+/* The parameters the engine updates in place: sn_params' arrays, writable (module.c checked). */
+typedef struct {
+    double *W1, *b1, *W2, *b2; /* (d, h), (h,), (h, k), (k,) */
+    int64_t d, h, k;
+} sn_params_rw;
+
+enum { SN_SERIES = 0, SN_PERTURBED = 1, SN_BACKPROP = 2 }; /* the gradient of a stretch */
+
+/* One stretch of SGD iterations. */
+typedef struct {
+    const int64_t *take; /* (steps, n): the rows of data in iteration s's mini-batch, each in [0, data n) */
+    int64_t steps, n;
+    int method;   /* SN_SERIES, SN_PERTURBED or SN_BACKPROP */
+    double lr, h; /* the learning rate; the step of the numerical gradient (unused by SN_BACKPROP) */
+} sn_stretch;
+
+/* run->steps iterations of training._iteration / _step, the same kernels in the same order (bitwise the
+ * per-iteration path at any thread count): losses (steps,) the batch losses after each update; params
+ * updated in place. *done = steps, or the first iteration s whose gradient, update or loss was not finite:
+ * params are then as after iteration s - 1, and losses[s ..] unwritten. labels (data n,) in [0, k). */
+int sn_train_stretch(int64_t *done, double *losses, const sn_params_rw *params, const sn_sparse_rows *data,
+                     const int64_t *labels, const sn_stretch *run);
+/* correct[0], correct[1] = sn_count_correct of (train, train_labels) and of (test, test_labels): one job. */
+int sn_count_correct_pair(int64_t correct[2], const sn_sparse_rows *train, const int64_t *train_labels,
+                          const sn_sparse_rows *test, const int64_t *test_labels, const sn_params *p);
 
 #endif /* SCRATCHNET_H */

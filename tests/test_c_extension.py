@@ -249,3 +249,177 @@ def test_registered_backend():
     assert "c" in scratchnet.available_backends()
     assert set(backends.KERNELS) <= set(dir(c))
     assert Batch and SparseRows and Params  # the structs the glue mirrors
+
+
+# -- the training engine: train_stretch against the per-iteration path ---------------
+PARAM_NAMES = ("W1", "b1", "W2", "b2")
+
+
+def _per_iteration(net, data, labels, take, lr, method, h=1e-4):
+    """training._iteration / _step one call at a time: (losses, done), net.params updated in place.
+
+    done < len(take) where the gradient, the update or the loss of iteration done is not finite;
+    net.params are then those after iteration done - 1.
+    """
+    losses = []
+    for s, rows in enumerate(take):
+        batch = c.batch_take(data, rows)
+        batch_labels = labels[rows]
+        params = net.params
+        try:
+            if method == "backprop":
+                grads = net.gradient_batch(batch, batch_labels, backend="c")
+            else:
+                grads = net.numerical_gradient_batch(batch, batch_labels, h=h, method=method, backend="c")
+            with np.errstate(over="ignore", invalid="ignore"):
+                updated = {key: params[key] - lr * grads[key] for key in PARAM_NAMES}
+            if not all(np.isfinite(updated[key]).all() for key in PARAM_NAMES):
+                return np.array(losses), s
+            net.params = updated
+            loss = net.loss_batch(batch, batch_labels, backend="c")
+        except FloatingPointError:
+            return np.array(losses), s
+        finally:
+            net.params = params
+        if not np.isfinite(loss):
+            return np.array(losses), s
+        for key in PARAM_NAMES:
+            params[key][...] = updated[key]
+        losses.append(loss)
+    return np.array(losses), len(take)
+
+
+def _stretch(net, data, labels, take, lr, method, h=1e-4):
+    """c.train_stretch on net.params in place: (losses of the iterations done, done)."""
+    losses = np.full(len(take), np.nan)
+    done = c.train_stretch(net.kernel_params(), data, labels, take, losses, lr, method, h)
+    assert np.isnan(losses[done:]).all()
+    return losses[:done], done
+
+
+def _assert_same_run(ref, got, ref_net, net):
+    (ref_losses, ref_done), (losses, done) = ref, got
+    assert done == ref_done
+    assert np.array_equal(losses, ref_losses) and losses.tobytes() == ref_losses.tobytes()
+    for key in PARAM_NAMES:
+        assert np.array_equal(net.params[key], ref_net.params[key]), key
+        assert net.params[key].tobytes() == ref_net.params[key].tobytes(), key
+
+
+def _sparse_set(rng, n=60, d=20, k=5, scale=1.0):
+    x = scale * np.where(rng.random((n, d)) < 0.5, 0.0, rng.random((n, d)))
+    return x, rng.integers(0, k, n).astype(np.intp)
+
+
+@pytest.mark.parametrize("method", ["series", "perturbed", "backprop"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("scale, std", [(1.0, 0.01), (10.0, 3.0)])  # the second: the series bound rejects units
+def test_train_stretch_is_the_per_iteration_path_bit_for_bit(rng, threads, method, nthreads, scale, std):
+    threads(nthreads)
+    d, h, k = 20, 8, 5
+    x, labels = _sparse_set(rng, d=d, k=k, scale=scale)
+    data = c.sparse_rows(x)
+    take = rng.integers(0, len(x), (30, 16))
+    ref_net, net = (scratchnet.TwoLayerNet(d, h, k, weight_init_std=std, seed=3) for _ in range(2))
+    ref = _per_iteration(ref_net, data, labels, take, 0.5, method)
+    _assert_same_run(ref, _stretch(net, data, labels, take, 0.5, method), ref_net, net)
+    assert ref[1] == 30
+
+
+def test_the_rejecting_case_sends_units_to_the_perturbed_method(rng):
+    # The second case above is there to run the series' fallback inside the stretch: check it does.
+    x, labels = _sparse_set(rng, scale=10.0)
+    net = scratchnet.TwoLayerNet(20, 8, 5, weight_init_std=3.0, seed=3)
+    params = net.kernel_params()
+    batch = c.batch_take(c.sparse_rows(x), np.arange(16))
+    grads = Grads(*(np.empty_like(p) for p in params))
+    fwd = Forward(*(np.empty(s) for s in ((16, 8), (16, 8), (16, 8), (16, 5), (16, 5), (16,), (16, 5))))
+    units, _ = c.numgrad_series(grads, batch, labels[:16], params, fwd, 1e-4)
+    assert 0 < units.sum() < 8
+
+
+@pytest.mark.parametrize("method", ["series", "perturbed", "backprop"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_train_stretch_on_mnist_is_the_per_iteration_path(threads, method, nthreads):
+    from scratchnet.datasets import load_mnist
+
+    threads(nthreads)
+    (x, t), _ = load_mnist(normalize=True)
+    data = c.sparse_rows(x[:2000])
+    labels = t[:2000].astype(np.intp)
+    take = np.random.default_rng(7).integers(0, 2000, (3, 100))
+    ref_net, net = (scratchnet.TwoLayerNet(784, 20, 10, seed=1) for _ in range(2))
+    ref = _per_iteration(ref_net, data, labels, take, 0.1, method)
+    _assert_same_run(ref, _stretch(net, data, labels, take, 0.1, method), ref_net, net)
+    assert ref[1] == 3
+
+
+# Row 50 has x[50, 0] = 1e308, in iteration `at`'s batch only; W1[0, :] = w.
+FAILURES = [
+    # the gradient's forward pass overflows (x W1 + b1 = inf) at iteration 7
+    *[(m, 10.0, 0.1, 7) for m in ("series", "perturbed", "backprop")],
+    ("backprop", 0.0, 0.1, 7),  # the update is finite, the loss of the updated net overflows
+    ("backprop", 0.0, 1e5, 0),  # the update itself overflows (lr * dW1[0, :] = inf)
+    ("series", 0.0, 1e5, 0),  # the loss of the updated net overflows
+]
+
+
+@pytest.mark.parametrize("method, w, lr, at", FAILURES)
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_train_stretch_stops_where_the_per_iteration_path_fails(rng, threads, method, w, lr, at, nthreads):
+    threads(nthreads)
+    x, labels = _sparse_set(rng)
+    x[:, 0] = 0.0
+    x[50, 0] = 1e308
+    data = c.sparse_rows(x)
+    take = rng.integers(0, 50, (12, 16))
+    take[at, 3] = 50
+    ref_net, net = (scratchnet.TwoLayerNet(20, 8, 5, seed=3) for _ in range(2))
+    for n in (ref_net, net):
+        n.params["W1"][0] = w
+    ref = _per_iteration(ref_net, data, labels, take, lr, method)
+    assert ref[1] == at
+    _assert_same_run(ref, _stretch(net, data, labels, take, lr, method), ref_net, net)
+
+
+def test_train_stretch_checks_its_arguments(rng):
+    x, labels = _sparse_set(rng)
+    data = c.sparse_rows(x)
+    net = scratchnet.TwoLayerNet(20, 8, 5, seed=3)
+    params = net.kernel_params()
+    before = params.W1.copy()
+    losses = np.zeros(4)
+    for bad in (60, -1):
+        take = rng.integers(0, 60, (4, 8))
+        take[2, 5] = bad
+        with pytest.raises(ValueError, match=rf"take: row {bad} at flat index 21 out of range \[0, 60\)"):
+            c.train_stretch(params, data, labels, take, losses, 0.1, "series", 1e-4)
+    take = rng.integers(0, 60, (4, 8))
+    with pytest.raises(ValueError, match="method: expected 0"):
+        _ckernels.train_stretch(params, data, labels, take, losses, 0.1, 3, 1e-4)
+    with pytest.raises(ValueError, match="h: expected a positive finite step"):
+        c.train_stretch(params, data, labels, take, losses, 0.1, "perturbed", 0.0)
+    with pytest.raises(ValueError, match=r"losses.losses: steps is 3 here but 4 elsewhere"):
+        c.train_stretch(params, data, labels, take, np.zeros(3), 0.1, "series", 1e-4)
+    read_only = Params(*(p.copy() for p in params))
+    read_only.b2.setflags(write=False)
+    with pytest.raises(TypeError, match=r"params \(Params\)\.b2: expected a C-contiguous writable array"):
+        c.train_stretch(read_only, data, labels, take, losses, 0.1, "series", 1e-4)
+    assert np.array_equal(params.W1, before) and not losses.any()
+    assert c.train_stretch(params, data, labels, take[:0], losses[:0], 0.1, "backprop", 1e-4) == 0
+
+
+def test_count_correct_pair_is_two_count_correct_calls(rng, threads):
+    x, labels = _sparse_set(rng, n=700, d=20, k=5)  # 3 and 2 items of 256 rows
+    xt, labels_t = _sparse_set(rng, n=300, d=20, k=5)
+    train, test = c.sparse_rows(x), c.sparse_rows(xt)
+    net = scratchnet.TwoLayerNet(20, 8, 5, weight_init_std=1.0, seed=4)
+    params = net.kernel_params()
+    expected = (c.count_correct(train, labels, params), c.count_correct(test, labels_t, params))
+    assert 0 < expected[0] < 700 and 0 < expected[1] < 300
+    for n in (1, 2):
+        threads(n)
+        got = c.count_correct_pair(train, labels, test, labels_t, params)
+        assert got == expected and all(type(v) is int for v in got)
+    with pytest.raises(ValueError, match=r"test_labels: label 5 at index 1 out of range \[0, 5\)"):
+        c.count_correct_pair(train, labels, test, np.r_[0, 5, labels_t[2:]], params)

@@ -110,17 +110,26 @@ def test_the_public_methods_say_the_forward_pass_overflows(backend):
             call(x) if call is net.predict else call(x)
 
 
-def test_a_raising_callback_leaves_the_parameters_of_a_completed_iteration(toy, backend):
+@pytest.mark.parametrize("stretch", [1, None])
+def test_a_raising_callback_leaves_the_parameters_of_a_completed_iteration(toy, backend, stretch):
+    # With stretch=1 the callback of iteration 3 runs right after it; in longer stretches, after
+    # the stretch's last iteration (train's docstring): either way, a completed iteration's state.
     def stop_at_3(i, loss):
         if i == 3:
             raise RuntimeError("callback")
 
     net = TwoLayerNet(6, 4, 3, seed=4)
     with pytest.raises(RuntimeError, match="callback"):
-        train(net, *toy, iters_num=10, batch_size=10, backend=backend, on_iteration=stop_at_3)
-    ref = TwoLayerNet(6, 4, 3, seed=4)
-    train(ref, *toy, iters_num=4, batch_size=10, backend=backend)
-    assert all(net.params[k].tobytes() == ref.params[k].tobytes() for k in ref.params)
+        train(net, *toy, iters_num=10, batch_size=10, backend=backend, on_iteration=stop_at_3, stretch=stretch)
+    completed = []
+    for iters in range(4, 11):
+        ref = TwoLayerNet(6, 4, 3, seed=4)
+        train(ref, *toy, iters_num=iters, batch_size=10, backend=backend)
+        if all(net.params[k].tobytes() == ref.params[k].tobytes() for k in ref.params):
+            completed.append(iters)
+    assert len(completed) == 1  # the state of exactly one completed iteration
+    if stretch == 1 or backend == "numpy":  # the numpy backend always runs iteration by iteration
+        assert completed == [4]
 
 
 # -- row 13: a hand-made Fortran-ordered W1 --------------------------------------------------

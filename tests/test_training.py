@@ -184,7 +184,10 @@ def test_stop_and_resume_is_bitwise_identical(toy, gradient, stop_after):
 
     net = TwoLayerNet(6, 5, 3, seed=2)
     calls = []
-    part = train(net, x, t, xt, tt, should_stop=lambda: calls.append(1) or len(calls) >= stop_after, **settings)
+    # stretch=1: should_stop asked after every iteration (tests/test_engine.py covers longer stretches)
+    part = train(
+        net, x, t, xt, tt, should_stop=lambda: calls.append(1) or len(calls) >= stop_after, stretch=1, **settings
+    )
     assert part.iterations_done == stop_after == len(calls)
 
     # what the CLI does: history through JSON, params through a copy
@@ -282,7 +285,8 @@ def test_parameters_corrupted_mid_run_are_named(toy):
             net.params["W2"][0, 0] = np.nan
 
     with pytest.raises(FloatingPointError, match=r"params\['W2'\]: contains NaN or inf at iteration 5"):
-        train(net, *toy, iters_num=20, batch_size=10, gradient="backprop", on_iteration=corrupt)
+        # stretch=1: a callback that changes the parameters acts between iterations (see train's docstring)
+        train(net, *toy, iters_num=20, batch_size=10, gradient="backprop", on_iteration=corrupt, stretch=1)
     assert np.array_equal(net.params["W1"], seen["W1"])
 
 

@@ -7,14 +7,13 @@ right after needs, and a 1.4 ms numerical gradient becomes 30 ms or more
 BLAS thread is as fast for them and leaves the cores free.
 """
 
-_controller = None
-
 
 def single_threaded_blas():
-    """Context manager: BLAS calls inside it use one thread."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
+    """Context manager: BLAS calls inside it use one thread.
 
-        _controller = ThreadpoolController()  # scans the loaded libraries once
-    return _controller.limit(limits=1, user_api="blas")
+    The loaded libraries are scanned at each call: a BLAS loaded since (SciPy's,
+    brought in by another package) is limited too.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().limit(limits=1, user_api="blas")

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import math
 import numbers
+import time
 
 import numpy as np
 
@@ -53,6 +54,11 @@ class History:
     rng_state : dict or None
         ``bit_generator.state`` of the mini-batch generator after
         ``iterations_done`` iterations (a JSON-serialisable dict).
+    timings : dict
+        Seconds spent by the last :func:`train` call: ``"total"``,
+        ``"compiled"`` (the engine's calls; 0 on the per-iteration path),
+        ``"evaluation"`` (the epochs' accuracies) and ``"python"`` (the
+        rest). Not saved by :meth:`to_dict`, not compared.
     """
 
     iterations: list = dataclasses.field(default_factory=list)
@@ -60,6 +66,7 @@ class History:
     epochs: list = dataclasses.field(default_factory=list)
     iterations_done: int = 0
     rng_state: dict = None
+    timings: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def train_acc(self):
@@ -193,14 +200,6 @@ def _start(history, seed, iters_num):
     return history, rng
 
 
-def _gradient_function(network, gradient, h, numgrad_method, backend):
-    if gradient == "numerical":
-        return lambda batch, labels: network.numerical_gradient_batch(
-            batch, labels, h=h, method=numgrad_method, backend=backend
-        )
-    return lambda batch, labels: network.gradient_batch(batch, labels, backend=backend)
-
-
 def _step(network, grads, learning_rate, i, loss_of):
     """params[k] -= learning_rate * grads[k], all or none; returns loss_of() of the updated net.
 
@@ -268,6 +267,7 @@ def train(
     on_iteration=None,
     on_epoch=None,
     should_stop=None,
+    stretch=None,
 ):
     """Train ``network`` in place by mini-batch SGD, the chapter's way.
 
@@ -314,13 +314,29 @@ def train(
         the result is bitwise identical to an uninterrupted run. ``history``
         itself is not modified; the returned History extends a copy.
     on_iteration : callable, optional
-        ``on_iteration(i, loss)`` after each iteration.
+        ``on_iteration(i, loss)`` for each iteration, in order.
     on_epoch : callable, optional
         ``on_epoch(i, train_acc, test_acc)`` after each accuracy measurement.
     should_stop : callable, optional
-        ``should_stop()`` is called after each completed iteration; when it
+        ``should_stop()`` is called after each stretch (below); when it
         returns true, training stops there (e.g. on Ctrl-C) and the returned
         history can resume it.
+    stretch : int, optional
+        The most iterations one compiled call runs. On the numba and c
+        backends, iterations run in stretches, each one call of the
+        training engine (``train_stretch``), with no Python between them:
+        a stretch ends at the next epoch evaluation, at ``iters_num``, or
+        after about 0.05 s of work (None, the default), or after
+        ``stretch`` iterations. The callbacks run after the stretch:
+        ``on_iteration`` for each of its iterations, with the parameters
+        as the stretch left them; ``on_epoch`` sees the epoch's own
+        parameters (a stretch ends at each evaluation). A callback that
+        must act between iterations (one that changes the parameters, or a
+        ``should_stop`` that must stop at the very iteration) needs
+        ``stretch=1``: every iteration from Python, as on the numpy
+        backend, about 1.5x slower for the chapter's run
+        (docs/performance.rst). The results are bitwise the same for any
+        ``stretch``.
 
     Returns
     -------
@@ -342,6 +358,8 @@ def train(
     train_data = DataSet.from_arrays(network, x_train, t_train, kernels, "x_train", "t_train")
     test_data = DataSet.from_arrays(network, x_test, t_test, kernels, "x_test", "t_test")
     _check_settings(iters_num, batch_size, learning_rate, gradient, seed, len(train_data), numgrad_method)
+    if stretch is not None and not (_is_int(stretch) and stretch >= 1):
+        raise ValueError(f"stretch: expected None or a positive integer, got {stretch!r}")
     for name, f in (("on_iteration", on_iteration), ("on_epoch", on_epoch), ("should_stop", should_stop)):
         if f is not None and not callable(f):
             raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")
@@ -352,34 +370,131 @@ def train(
     for key in PARAM_NAMES:  # updated in place
         if not network.params[key].flags.writeable:
             raise ValueError(f"params['{key}']: read-only array; train updates the parameters in place: pass a copy")
-    grad_fn = _gradient_function(network, gradient, h, numgrad_method, backend)
+    started = time.perf_counter()
+    history.timings = {"total": 0.0, "compiled": 0.0, "evaluation": 0.0, "python": 0.0}
+    run = _Run(network, train_data, test_data, kernels, backend, batch_size, learning_rate, gradient, h, numgrad_method)
+    callbacks = (on_iteration, on_epoch, should_stop)
+    engine = getattr(kernels, "train_stretch", None)
+    if engine is None or stretch == 1:
+        _train_per_iteration(run, history, rng, iters_num, callbacks)
+    else:
+        _train_by_stretches(run, history, rng, iters_num, callbacks, engine, stretch)
+    history.rng_state = rng.bit_generator.state
+    t = history.timings
+    t["total"] = time.perf_counter() - started
+    t["python"] = max(0.0, t["total"] - t["compiled"] - t["evaluation"])
+    return history
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every iteration of one call of :func:`train` uses."""
+
+    network: object
+    train_data: DataSet
+    test_data: DataSet
+    kernels: object
+    backend: object
+    batch_size: int
+    learning_rate: float
+    gradient: str
+    h: float
+    numgrad_method: str
+
+    def evaluate(self, history, i, on_epoch):
+        """The epoch's accuracies after iteration i, recorded and reported."""
+        start = time.perf_counter()
+        params = self.network.kernel_params()
+        pair = getattr(self.kernels, "count_correct_pair", None)
+        if pair is None:
+            train_acc = accuracy(self.network, self.train_data, backend=self.backend)
+            test_acc = accuracy(self.network, self.test_data, backend=self.backend)
+        else:
+            a, b = pair(
+                self.train_data.rows, self.train_data.labels, self.test_data.rows, self.test_data.labels, params
+            )
+            train_acc, test_acc = a / len(self.train_data), b / len(self.test_data)
+        history.epochs.append((i, train_acc, test_acc))
+        history.timings["evaluation"] += time.perf_counter() - start
+        if on_epoch is not None:
+            on_epoch(i, train_acc, test_acc)
+
+    def iteration(self, rows, i):
+        """One SGD step on the mini-batch ``rows``; returns the batch's loss after the update."""
+        return _iteration(self, rows, i)
+
+
+def _train_per_iteration(run, history, rng, iters_num, callbacks):
+    """The readable path: one iteration at a time from Python (the numpy backend, and ``stretch=1``)."""
+    on_iteration, on_epoch, should_stop = callbacks
     for i in range(history.iterations_done, iters_num):
-        loss = _iteration(network, train_data, kernels, rng, batch_size, learning_rate, grad_fn, backend, i)
-        history.iterations.append(i)
-        history.train_loss.append(loss)
-        if is_epoch_iteration(i, batch_size, len(train_data)):
-            train_acc = accuracy(network, train_data, backend=backend)
-            test_acc = accuracy(network, test_data, backend=backend)
-            history.epochs.append((i, train_acc, test_acc))
-            if on_epoch is not None:
-                on_epoch(i, train_acc, test_acc)
-        history.iterations_done = i + 1
+        loss = run.iteration(rng.choice(len(run.train_data), run.batch_size), i)
+        _record(run, history, i, loss, on_epoch)
         if on_iteration is not None:
             on_iteration(i, loss)
         if should_stop is not None and should_stop():
             break
-    history.rng_state = rng.bit_generator.state
-    return history
 
 
-def _iteration(network, data, kernels, rng, batch_size, learning_rate, grad_fn, backend, i):
-    """One SGD step on a fresh mini-batch; returns the batch's loss after the update."""
-    rows = rng.choice(len(data), batch_size)
-    batch = kernels.batch_take(data.rows, rows)
-    labels = data.labels[rows]
+def _record(run, history, i, loss, on_epoch):
+    history.iterations.append(i)
+    history.train_loss.append(loss)
+    if is_epoch_iteration(i, run.batch_size, len(run.train_data)):
+        run.evaluate(history, i, on_epoch)
+    history.iterations_done = i + 1
+
+
+STRETCH_SECONDS = 0.05  # work per compiled call: Ctrl-C, should_stop and the progress bar wait at most this long
+
+
+def _train_by_stretches(run, history, rng, iters_num, callbacks, engine, max_stretch):
+    """Iterations in stretches, each one compiled call (kernels.train_stretch), up to the next epoch
+    evaluation, the end, or about STRETCH_SECONDS of work; then the stretch's callbacks."""
+    on_iteration, on_epoch, should_stop = callbacks
+    n, batch_size = len(run.train_data), run.batch_size
+    method = "backprop" if run.gradient == "backprop" else run.numgrad_method
+    length, i = 4, history.iterations_done
+    while i < iters_num:
+        params = run.network.kernel_params()  # again each stretch: a callback may have replaced the arrays
+        end = min(iters_num, i + (length if max_stretch is None else max_stretch))
+        end = next((j + 1 for j in range(i, end) if is_epoch_iteration(j, batch_size, n)), end)
+        take = np.empty((end - i, batch_size), dtype=np.int64)
+        for s in range(end - i):
+            take[s] = rng.choice(n, batch_size)
+        losses = np.empty(end - i)
+        start = time.perf_counter()
+        done = engine(params, run.train_data.rows, run.train_data.labels, take, losses, run.learning_rate, method,
+                      run.h)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        history.timings["compiled"] += elapsed
+        for key, a in zip(PARAM_NAMES, params):
+            if a is not run.network.params[key]:  # a contiguous copy of the caller's array
+                run.network.params[key][...] = a
+        for s in range(done):
+            _record(run, history, i + s, float(losses[s]), on_epoch)
+            if on_iteration is not None:
+                on_iteration(i + s, float(losses[s]))
+        if done < end - i:  # the per-iteration path raises the error of iteration i + done
+            run.iteration(take[done], i + done)
+            raise RuntimeError(f"internal error: the training engine stopped at iteration {i + done}, which is valid")
+        length = max(1, min(4 * length, int(STRETCH_SECONDS * (end - i) / max(elapsed, 1e-9))))
+        i = end
+        if should_stop is not None and should_stop():
+            break
+
+
+def _iteration(run, rows, i):
+    """One SGD step on the mini-batch ``rows``; returns the batch's loss after the update."""
+    network, backend = run.network, run.backend
+    batch = run.kernels.batch_take(run.train_data.rows, rows)
+    labels = run.train_data.labels[rows]
     loss_of = lambda: network.loss_batch(batch, labels, backend=backend)  # noqa: E731
     try:
-        return _step(network, grad_fn(batch, labels), learning_rate, i, loss_of)
+        if run.gradient == "numerical":
+            grads = network.numerical_gradient_batch(batch, labels, h=run.h, method=run.numgrad_method, backend=backend)
+        else:
+            grads = network.gradient_batch(batch, labels, backend=backend)
+        return _step(network, grads, run.learning_rate, i, loss_of)
     except FloatingPointError as exc:
         message = str(exc)
         if message.startswith("x:"):  # the data, not the settings

@@ -169,6 +169,28 @@ def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=N
     )
 
 
+METHODS = {"series": 0, "perturbed": 1, "backprop": 2}  # the method codes of kernels/engine.c
+
+
+def train_stretch(params, data, labels, take, losses, lr, method, h):
+    """Run ``len(take)`` SGD iterations in one call; returns how many were done.
+
+    Iteration s is ``training._iteration`` on the rows ``take[s]`` of ``data``
+    (SparseRows), bit for bit: the gradient by ``method`` ("series",
+    "perturbed" or "backprop"; step ``h``), ``params -= lr * grads`` in place,
+    and ``losses[s]`` the batch's loss after the update. take (S, B) int64,
+    losses (S,) float64, labels (N,) intp. If iteration s's gradient, update
+    or loss is not finite it stops there: returns s with ``params`` as after
+    iteration s - 1. The contract: kernels/engine.c and scratchnet.h.
+    """
+    return _ckernels.train_stretch(params, data, labels, take, losses, float(lr), METHODS[method], float(h))
+
+
+def count_correct_pair(train, train_labels, test, test_labels, params):
+    """(count_correct(train, train_labels, params), count_correct(test, test_labels, params)), in one job."""
+    return _ckernels.count_correct_pair(train, train_labels, test, test_labels, params)
+
+
 def set_num_threads(n):
     """Threads of the C kernels, 1 <= n <= 256."""
     _ckernels.set_num_threads(n)

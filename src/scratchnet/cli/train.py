@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -452,6 +453,13 @@ def _set_up(settings, saved, threads):
 
 
 # -- the training loop -------------------------------------------------------
+COMPILE_NOTICE_S = 3.0  # a first iteration slower than this: say that the kernels are being compiled
+COMPILING = (
+    "compiling the Numba kernels: the first run after an install takes about 30 s more; "
+    "later runs load them from Numba's cache"
+)
+
+
 class _Progress:
     """tqdm bar on stderr (optional) and the chapter's per-epoch line on stdout (optional).
 
@@ -467,8 +475,41 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc="train", unit="it", file=sys.stderr, dynamic_ncols=True)
         self._next_postfix = 0.0
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._noticed = False
+        self._notice = threading.Timer(COMPILE_NOTICE_S, self._compiling)
+        self._notice.daemon = True
+        self._notice.start()
+
+    def _compiling(self):
+        """Said when the first iteration is slow to come: the kernels are being compiled."""
+        with self._lock:
+            if self._notice is not None:
+                self._noticed = True
+                self.note(COMPILING)
+
+    def _first_results(self):
+        with self._lock:
+            self._notice.cancel()
+            self._notice = None
+            if self._noticed:
+                self.note(f"the kernels are ready ({time.monotonic() - self._started:.0f} s); training")
+
+    def note(self, text):
+        """A line on stderr, above the bar."""
+        if self.bar is None:
+            emit(text, "stderr")
+            return
+        try:
+            self.bar.write(text, file=sys.stderr)
+        except OSError:
+            self.bar = None
+            emit(text, "stderr")
 
     def iteration(self, i, loss):
+        if self._notice is not None:
+            self._first_results()
         if self.bar is None:
             return
         try:
@@ -481,6 +522,8 @@ class _Progress:
             self.bar = None
 
     def epoch(self, i, train_acc, test_acc):
+        if self._notice is not None:
+            self._first_results()
         if not self.lines:
             return
         text = f"train acc, test acc | {train_acc:.4f}, {test_acc:.4f}"
@@ -495,6 +538,8 @@ class _Progress:
             emit(text)
 
     def close(self):
+        if self._notice is not None:
+            self._notice.cancel()
         with contextlib.suppress(OSError):
             if self.bar is not None:
                 self.bar.close()
@@ -585,6 +630,7 @@ def _config(setup, history, final, wall, argv):
         "status": "completed" if final is not None else "interrupted",
         "final": final,
         "wall_time_s": round(wall, 3),
+        "timings": {k: round(v, 3) for k, v in history.timings.items()},
         "argv": argv,
         "versions": _versions(),
     }
@@ -738,6 +784,12 @@ def _report(result, stop):
     emit(f"final train acc, test acc | {result.final['train_acc']:.4f}, {result.final['test_acc']:.4f}")
     per_it = f" ({1000 * result.wall_time_s / result.ran:.2f} ms/iteration)" if result.ran else ""
     emit(f"wall time {result.wall_time_s:.1f} s for {result.ran} iterations{per_it}")
+    t = result.config.get("timings")
+    if t and t.get("compiled"):
+        emit(
+            f"time split | {t['compiled']:.1f} s compiled training calls, {t['evaluation']:.1f} s epoch "
+            f"evaluations, {t['python']:.1f} s Python"
+        )
     if out is not None:
         emit(f"results in {out}")
         if not result.plotted:

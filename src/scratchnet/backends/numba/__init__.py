@@ -15,6 +15,7 @@ configure_numba()  # before any Numba kernel starts its threads (TBB if installe
 # Submodules by other names: the kernels below take the names of some of them.
 from . import activations as _activations
 from . import backprop as _backprop
+from . import engine as _engine
 from . import forward as _forward
 from . import losses as _losses
 from . import numgrad_perturbed as _numgrad_perturbed
@@ -44,12 +45,15 @@ count_correct = _with_threads(_forward.count_correct)
 backprop = _with_threads(_backprop.backprop)
 numgrad_series = _with_threads(_numgrad_series.numgrad_series)
 numgrad_perturbed = _with_threads(_numgrad_perturbed.numgrad_perturbed)
+train_stretch = _with_threads(_engine.train_stretch)
+count_correct_pair = _with_threads(_engine.count_correct_pair)
 
 __all__ = [
     "backprop",
     "batch_from_dense",
     "batch_take",
     "count_correct",
+    "count_correct_pair",
     "cross_entropy_error",
     "forward",
     "numgrad_perturbed",
@@ -57,4 +61,5 @@ __all__ = [
     "sigmoid",
     "softmax",
     "sparse_rows",
+    "train_stretch",
 ]

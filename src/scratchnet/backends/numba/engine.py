@@ -1,0 +1,269 @@
+"""The training engine: a stretch of SGD iterations in one compiled call. Numba twin of kernels/engine.c.
+
+``train_stretch`` runs iteration after iteration of training._iteration,
+the same kernels in the same order, so every bit is the same as the
+per-iteration path (tests/test_engine.py checks it), with no Python
+between the kernels. Per iteration (docs/performance.rst counts the
+parallel regions):
+
+1. the batch: rows ``take[s]`` of the data set, by rows and by columns;
+2. the gradient (the series, the perturbed losses, or backprop), whose
+   kernels compute the batch's forward pass;
+3. ``updated = params - lr * grads``, checked finite;
+4. the loss of the batch through ``updated``, checked finite;
+5. ``params <- updated``.
+
+A check that fails stops the stretch before step 5: the parameters stay
+as the previous iteration left them, and the caller replays that iteration
+through the per-iteration path, which raises the error with its message.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ..._config import SUM_BLOCK, jit
+from ..structs import Batch, Forward, Grads, Params
+from .backprop import output_deltas, weight_gradients
+from .forward import ACCURACY_CHUNK, count_correct_chunk, forward
+from .losses import _ordered_sum, block_log_sum
+from .numgrad_perturbed import hidden_items, output_bias_gradients, samples
+from .numgrad_series import ORDER, PRODUCT_CHUNKS, coefficients, largest, products, rejected
+from .sparse import _columns, _take_rows
+
+
+@jit()
+def take_batch(data, rows):
+    """The Batch of rows ``rows`` (B,) of data (SparseRows): sparse.batch_take, compiled."""
+    n = rows.shape[0]
+    nnz = 0
+    for b in range(n):
+        nnz += data.row_ptr[rows[b] + 1] - data.row_ptr[rows[b]]
+    row_ptr = np.empty(n + 1, dtype=np.int64)
+    cols = np.empty(nnz, dtype=np.int32)
+    vals = np.empty(nnz)
+    _take_rows(data, rows, row_ptr, cols, vals)
+    col_ptr = np.empty(data.d + 1, dtype=np.int64)
+    sample_rows = np.empty(nnz, dtype=np.int32)
+    col_vals = np.empty(nnz)
+    xmax = _columns(n, data.d, row_ptr, cols, vals, col_ptr, sample_rows, col_vals)
+    return Batch(n, data.d, xmax, row_ptr, cols, vals, col_ptr, sample_rows, col_vals)
+
+
+@jit()
+def all_finite(a):
+    for v in a.ravel():
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@jit()
+def forward_finite(fwd):
+    """training's check after a forward pass: x W1 + b1 and the logits finite."""
+    return all_finite(fwd.a1) and all_finite(fwd.a2)
+
+
+@jit()
+def perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits):
+    """numgrad_perturbed.numgrad_perturbed, compiled."""
+    nnz = batch.row_ptr[batch.n]
+    dv = (
+        np.empty(nnz, dtype=np.int64),
+        np.empty(nnz),
+        np.empty(nnz),
+        np.empty(nnz),
+        np.empty(batch.n, dtype=np.int64),
+        np.empty(batch.n),
+    )
+    samples(fwd, dv, batch, params, h)
+    hidden_items(grads, batch, labels, fwd, params, h, units, logits, dv)
+    output_bias_gradients(grads, fwd, labels, params, h, logits)
+
+
+@jit()
+def series_gradient(grads, batch, labels, params, fwd, h):
+    """numgrad_series.numgrad_series, compiled."""
+    n, hdim = fwd.z.shape
+    k = fwd.y.shape[1]
+    C = np.empty((ORDER, n, hdim))
+    L = np.empty((ORDER, n, k))
+    coefficients(C, L, fwd, batch, labels, params, np.ascontiguousarray(params.W2.T))
+    steps_w1 = np.empty((PRODUCT_CHUNKS, 2, hdim))
+    steps_w2 = np.empty((2, hdim, k))
+    steps_b1 = np.empty((2, hdim))
+    steps_b2 = np.empty((2, k))
+    products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h)
+    units = np.empty(hdim, dtype=np.bool_)
+    logits = np.empty(k, dtype=np.bool_)
+    rejected(
+        units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h
+    )
+    if units.any() or logits.any():
+        perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits)
+
+
+@jit()
+def backprop_gradient(grads, batch, labels, params, fwd):
+    """forward, then backprop.backprop, compiled; False if the forward pass is not finite."""
+    forward(fwd, batch, params)
+    if not forward_finite(fwd):
+        return False
+    n, hdim = fwd.z.shape
+    da2 = np.empty((n, fwd.y.shape[1]))
+    da1 = np.empty((n, hdim))
+    output_deltas(da2, da1, fwd, labels, params.W2)
+    weight_gradients(grads, batch, fwd, da2, da1)
+    return True
+
+
+@jit()
+def subtract_scaled(out, p, lr, g):
+    """out = p - lr * g, element by element; False if an entry is not finite."""
+    ok = True
+    o, a, b = out.ravel(), p.ravel(), g.ravel()
+    for i in range(o.shape[0]):
+        o[i] = a[i] - lr * b[i]
+        ok = ok and math.isfinite(o[i])
+    return ok
+
+
+@jit()
+def update(out, params, grads, lr):
+    """out (Params) = params - lr * grads; False if an entry is not finite."""
+    ok = subtract_scaled(out.W1, params.W1, lr, grads.W1)
+    ok = subtract_scaled(out.b1, params.b1, lr, grads.b1) and ok
+    ok = subtract_scaled(out.W2, params.W2, lr, grads.W2) and ok
+    return subtract_scaled(out.b2, params.b2, lr, grads.b2) and ok
+
+
+@jit()
+def batch_loss(y, t):
+    """losses.cross_entropy_error, compiled (one block of SUM_BLOCK on this thread)."""
+    n = y.shape[0]
+    nblocks = (n + SUM_BLOCK - 1) // SUM_BLOCK
+    if nblocks == 1:
+        return -block_log_sum(y, t, 0) / n
+    partial = np.empty(nblocks)
+    for b in range(nblocks):
+        partial[b] = block_log_sum(y, t, b)
+    return -_ordered_sum(partial) / n
+
+
+@jit()
+def loss_after(fwd, batch, labels, params):
+    """The loss of batch through params, or NaN if its forward pass is not finite."""
+    forward(fwd, batch, params)
+    if not forward_finite(fwd):
+        return math.nan
+    return batch_loss(fwd.y, labels)
+
+
+@jit()
+def empty_like_params(p):
+    return Params(np.empty_like(p.W1), np.empty_like(p.b1), np.empty_like(p.W2), np.empty_like(p.b2))
+
+
+@jit()
+def copy_params(out, p):
+    out.W1[...] = p.W1
+    out.b1[...] = p.b1
+    out.W2[...] = p.W2
+    out.b2[...] = p.b2
+
+
+@jit()
+def forward_arrays(n, hdim, k):
+    return Forward(
+        np.empty((n, hdim)),
+        np.empty((n, hdim)),
+        np.empty((n, hdim)),
+        np.empty((n, k)),
+        np.empty((n, k)),
+        np.empty(n),
+        np.empty((n, k)),
+    )
+
+
+@jit()
+def commit(params, cur, done):
+    """After ``done`` iterations alternating between the two buffers, the last state into params."""
+    if done % 2 == 1:
+        copy_params(params, cur)
+    return done
+
+
+@jit()
+def step(nxt, cur, grads, fwd, batch, t, lr, ok, losses, s):
+    """The update and the loss after it (steps 3-4); True if all is finite (then losses[s] is set)."""
+    if not (ok and update(nxt, cur, grads, lr)):
+        return False
+    loss = loss_after(fwd, batch, t, nxt)
+    losses[s] = loss
+    return math.isfinite(loss)
+
+
+@jit()
+def numerical_stretch(params, data, labels, take, losses, lr, series, h):
+    """The iterations of take (S, B) by the numerical gradient (the series, else the perturbed losses);
+    returns how many completed. params are updated in place."""
+    hdim, k = params.W2.shape
+    fwd = forward_arrays(take.shape[1], hdim, k)
+    grads = Grads(*empty_like_params(params))
+    cur, nxt = params, empty_like_params(params)
+    all_units, all_logits = np.ones(hdim, dtype=np.bool_), np.ones(k, dtype=np.bool_)
+    for s in range(take.shape[0]):
+        batch = take_batch(data, take[s])
+        t = labels[take[s]]
+        if series:
+            series_gradient(grads, batch, t, cur, fwd, h)
+        else:
+            perturbed_gradient(grads, batch, t, cur, fwd, h, all_units, all_logits)
+        if not step(nxt, cur, grads, fwd, batch, t, lr, forward_finite(fwd), losses, s):
+            return commit(params, cur, s)
+        cur, nxt = nxt, cur
+    return commit(params, cur, take.shape[0])
+
+
+@jit()
+def backprop_stretch(params, data, labels, take, losses, lr):
+    """The iterations of take (S, B) by backprop; returns how many completed. params are updated in place."""
+    hdim, k = params.W2.shape
+    fwd = forward_arrays(take.shape[1], hdim, k)
+    grads = Grads(*empty_like_params(params))
+    cur, nxt = params, empty_like_params(params)
+    for s in range(take.shape[0]):
+        batch = take_batch(data, take[s])
+        t = labels[take[s]]
+        ok = backprop_gradient(grads, batch, t, cur, fwd)
+        if not step(nxt, cur, grads, fwd, batch, t, lr, ok, losses, s):
+            return commit(params, cur, s)
+        cur, nxt = nxt, cur
+    return commit(params, cur, take.shape[0])
+
+
+def train_stretch(params, data, labels, take, losses, lr, method, h):
+    """Run the SGD iterations of ``take`` (S, B) int64 in one call (tools: see /engine contract in the module
+    docstring); losses (S,) receives each iteration's loss; returns how many iterations completed."""
+    if method == "backprop":
+        return backprop_stretch(params, data, labels, take, losses, float(lr))
+    return numerical_stretch(params, data, labels, take, losses, float(lr), method == "series", float(h))
+
+
+@jit(parallel=True)
+def _count_chunks(counts, train, train_labels, test, test_labels, params, chunk, ntrain):
+    for c in prange(counts.shape[0]):
+        if c < ntrain:
+            counts[c] = count_correct_chunk(train, train_labels, params, c * chunk, min(train.n, (c + 1) * chunk))
+        else:
+            lo = (c - ntrain) * chunk
+            counts[c] = count_correct_chunk(test, test_labels, params, lo, min(test.n, lo + chunk))
+
+
+def count_correct_pair(train, train_labels, test, test_labels, params, chunk=ACCURACY_CHUNK):
+    """(count_correct of train, of test) in one parallel call: the epoch evaluation."""
+    ntrain = -(-train.n // chunk)
+    counts = np.zeros(ntrain + -(-test.n // chunk), dtype=np.int64)
+    _count_chunks(counts, train, train_labels, test, test_labels, params, chunk, ntrain)
+    return int(counts[:ntrain].sum()), int(counts[ntrain:].sum())
