@@ -448,39 +448,54 @@ STRETCH_SECONDS = 0.05  # work per compiled call: Ctrl-C, should_stop and the pr
 
 
 def _train_by_stretches(run, history, rng, iters_num, callbacks, engine, max_stretch):
-    """Iterations in stretches, each one compiled call (kernels.train_stretch), up to the next epoch
-    evaluation, the end, or about STRETCH_SECONDS of work; then the stretch's callbacks."""
+    """Iterations in stretches, up to the next epoch evaluation, the end, or about STRETCH_SECONDS of
+    work; then the stretch's callbacks and should_stop."""
     on_iteration, on_epoch, should_stop = callbacks
     n, batch_size = len(run.train_data), run.batch_size
-    method = "backprop" if run.gradient == "backprop" else run.numgrad_method
     length, i = 4, history.iterations_done
     while i < iters_num:
-        params = run.network.kernel_params()  # again each stretch: a callback may have replaced the arrays
         end = min(iters_num, i + (length if max_stretch is None else max_stretch))
         end = next((j + 1 for j in range(i, end) if is_epoch_iteration(j, batch_size, n)), end)
         take = np.empty((end - i, batch_size), dtype=np.int64)
         for s in range(end - i):
             take[s] = rng.choice(n, batch_size)
-        losses = np.empty(end - i)
-        start = time.perf_counter()
-        done = engine(params, run.train_data.rows, run.train_data.labels, take, losses, run.learning_rate, method,
-                      run.h)  # fmt: skip
-        elapsed = time.perf_counter() - start
-        history.timings["compiled"] += elapsed
-        for key, a in zip(PARAM_NAMES, params):
-            if a is not run.network.params[key]:  # a contiguous copy of the caller's array
-                run.network.params[key][...] = a
-        for s in range(done):
-            _record(run, history, i + s, float(losses[s]), on_epoch)
+
+        def completed(j, loss):
+            _record(run, history, j, loss, on_epoch)
             if on_iteration is not None:
-                on_iteration(i + s, float(losses[s]))
-        if done < end - i:  # the per-iteration path raises the error of iteration i + done
-            run.iteration(take[done], i + done)
-            raise RuntimeError(f"internal error: the training engine stopped at iteration {i + done}, which is valid")
-        length = max(1, min(4 * length, int(STRETCH_SECONDS * (end - i) / max(elapsed, 1e-9))))
+                on_iteration(j, loss)
+
+        start = time.perf_counter()
+        _stretch(run, engine, take, i, history.timings, completed)
+        length = max(1, min(4 * length, int(STRETCH_SECONDS * (end - i) / max(time.perf_counter() - start, 1e-9))))
         i = end
         if should_stop is not None and should_stop():
             break
+
+
+def _stretch(run, engine, take, first, timings, completed):
+    """The iterations ``first``, ... on the batches ``take`` (S, B), each reported in order by
+    ``completed(i, loss)``. The engine runs them; an iteration it leaves (a check that failed, or a series
+    bound that needs the perturbed method) runs through the per-iteration path, which raises the error or
+    computes it, and the engine goes on."""
+    method = "backprop" if run.gradient == "backprop" else run.numgrad_method
+    losses = np.empty(len(take))
+    pos = 0
+    while pos < len(take):
+        params = run.network.kernel_params()  # again each call: a callback may have replaced the arrays
+        start = time.perf_counter()
+        done = engine(params, run.train_data.rows, run.train_data.labels, take[pos:], losses[pos:],
+                      run.learning_rate, method, run.h)  # fmt: skip
+        timings["compiled"] += time.perf_counter() - start
+        for key, a in zip(PARAM_NAMES, params):
+            if a is not run.network.params[key]:  # a contiguous copy of the caller's array
+                run.network.params[key][...] = a
+        for s in range(pos, pos + done):
+            completed(first + s, float(losses[s]))
+        pos += done
+        if pos < len(take):
+            completed(first + pos, run.iteration(take[pos], first + pos))
+            pos += 1
 
 
 def _iteration(run, rows, i):

@@ -46,7 +46,7 @@ backprop = _with_threads(_backprop.backprop)
 numgrad_series = _with_threads(_numgrad_series.numgrad_series)
 numgrad_perturbed = _with_threads(_numgrad_perturbed.numgrad_perturbed)
 train_stretch = _with_threads(_engine.train_stretch)
-count_correct_pair = _with_threads(_engine.count_correct_pair)
+count_correct_pair = _with_threads(_forward.count_correct_pair)
 
 __all__ = [
     "backprop",

@@ -16,17 +16,20 @@ parallel regions):
 A check that fails stops the stretch before step 5: the parameters stay
 as the previous iteration left them, and the caller replays that iteration
 through the per-iteration path, which raises the error with its message.
+So does an iteration whose series bound sends units or logits to the
+perturbed method: the per-iteration path computes it, then the next
+stretch goes on (so a series run compiles the perturbed kernels only if it
+needs them). Each method has its own driver, compiled on first use.
 """
 
 import math
 
 import numpy as np
-from numba import prange
 
 from ..._config import SUM_BLOCK, jit
 from ..structs import Batch, Forward, Grads, Params
 from .backprop import output_deltas, weight_gradients
-from .forward import ACCURACY_CHUNK, count_correct_chunk, forward
+from .forward import forward
 from .losses import _ordered_sum, block_log_sum
 from .numgrad_perturbed import hidden_items, output_bias_gradients, samples
 from .numgrad_series import ORDER, PRODUCT_CHUNKS, coefficients, largest, products, rejected
@@ -84,7 +87,9 @@ def perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits):
 
 @jit()
 def series_gradient(grads, batch, labels, params, fwd, h):
-    """numgrad_series.numgrad_series, compiled."""
+    """numgrad_series.numgrad_series, compiled, but for its fallback: True if the remainder bound sent
+    units or logits to the perturbed method (then grads is incomplete, and the caller hands the
+    iteration to Python)."""
     n, hdim = fwd.z.shape
     k = fwd.y.shape[1]
     C = np.empty((ORDER, n, hdim))
@@ -100,8 +105,7 @@ def series_gradient(grads, batch, labels, params, fwd, h):
     rejected(
         units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h
     )
-    if units.any() or logits.any():
-        perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits)
+    return units.any() or logits.any()
 
 
 @jit()
@@ -205,9 +209,27 @@ def step(nxt, cur, grads, fwd, batch, t, lr, ok, losses, s):
 
 
 @jit()
-def numerical_stretch(params, data, labels, take, losses, lr, series, h):
-    """The iterations of take (S, B) by the numerical gradient (the series, else the perturbed losses);
-    returns how many completed. params are updated in place."""
+def series_stretch(params, data, labels, take, losses, lr, h):
+    """The iterations of take (S, B) by the series numerical gradient; returns how many completed. An
+    iteration whose bound needs the perturbed method is left to Python too (compiling that method only
+    for the runs that need it)."""
+    hdim, k = params.W2.shape
+    fwd = forward_arrays(take.shape[1], hdim, k)
+    grads = Grads(*empty_like_params(params))
+    cur, nxt = params, empty_like_params(params)
+    for s in range(take.shape[0]):
+        batch = take_batch(data, take[s])
+        t = labels[take[s]]
+        fallback = series_gradient(grads, batch, t, cur, fwd, h)
+        if fallback or not step(nxt, cur, grads, fwd, batch, t, lr, forward_finite(fwd), losses, s):
+            return commit(params, cur, s)
+        cur, nxt = nxt, cur
+    return commit(params, cur, take.shape[0])
+
+
+@jit()
+def perturbed_stretch(params, data, labels, take, losses, lr, h):
+    """The iterations of take (S, B) by the perturbed-loss numerical gradient; returns how many completed."""
     hdim, k = params.W2.shape
     fwd = forward_arrays(take.shape[1], hdim, k)
     grads = Grads(*empty_like_params(params))
@@ -216,10 +238,7 @@ def numerical_stretch(params, data, labels, take, losses, lr, series, h):
     for s in range(take.shape[0]):
         batch = take_batch(data, take[s])
         t = labels[take[s]]
-        if series:
-            series_gradient(grads, batch, t, cur, fwd, h)
-        else:
-            perturbed_gradient(grads, batch, t, cur, fwd, h, all_units, all_logits)
+        perturbed_gradient(grads, batch, t, cur, fwd, h, all_units, all_logits)
         if not step(nxt, cur, grads, fwd, batch, t, lr, forward_finite(fwd), losses, s):
             return commit(params, cur, s)
         cur, nxt = nxt, cur
@@ -244,26 +263,9 @@ def backprop_stretch(params, data, labels, take, losses, lr):
 
 
 def train_stretch(params, data, labels, take, losses, lr, method, h):
-    """Run the SGD iterations of ``take`` (S, B) int64 in one call (tools: see /engine contract in the module
-    docstring); losses (S,) receives each iteration's loss; returns how many iterations completed."""
+    """Run the SGD iterations of ``take`` (S, B) int64 (module docstring); losses (S,) gets each iteration's
+    loss; returns how many completed. Iteration ``done`` < S is left to the caller's per-iteration path."""
     if method == "backprop":
         return backprop_stretch(params, data, labels, take, losses, float(lr))
-    return numerical_stretch(params, data, labels, take, losses, float(lr), method == "series", float(h))
-
-
-@jit(parallel=True)
-def _count_chunks(counts, train, train_labels, test, test_labels, params, chunk, ntrain):
-    for c in prange(counts.shape[0]):
-        if c < ntrain:
-            counts[c] = count_correct_chunk(train, train_labels, params, c * chunk, min(train.n, (c + 1) * chunk))
-        else:
-            lo = (c - ntrain) * chunk
-            counts[c] = count_correct_chunk(test, test_labels, params, lo, min(test.n, lo + chunk))
-
-
-def count_correct_pair(train, train_labels, test, test_labels, params, chunk=ACCURACY_CHUNK):
-    """(count_correct of train, of test) in one parallel call: the epoch evaluation."""
-    ntrain = -(-train.n // chunk)
-    counts = np.zeros(ntrain + -(-test.n // chunk), dtype=np.int64)
-    _count_chunks(counts, train, train_labels, test, test_labels, params, chunk, ntrain)
-    return int(counts[:ntrain].sum()), int(counts[ntrain:].sum())
+    stretch = series_stretch if method == "series" else perturbed_stretch
+    return stretch(params, data, labels, take, losses, float(lr), float(h))

@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from ..._config import jit
+from ..structs import SparseRows
 
 
 @jit()
@@ -110,17 +111,32 @@ def count_correct_chunk(data, labels, params, lo, hi):
     return correct
 
 
-@jit(parallel=True)
-def _count_correct_chunks(counts, data, labels, params, chunk):
-    for c in prange(counts.shape[0]):
-        counts[c] = count_correct_chunk(data, labels, params, c * chunk, min(data.n, (c + 1) * chunk))
-
-
 ACCURACY_CHUNK = 256  # rows per parallel iteration of count_correct
 
 
+@jit(parallel=True)
+def _count_chunks(counts, train, train_labels, test, test_labels, params, chunk, ntrain):
+    """counts[c]: the correct rows of chunk c of train (c < ntrain), else of chunk c - ntrain of test."""
+    for c in prange(counts.shape[0]):
+        if c < ntrain:
+            counts[c] = count_correct_chunk(train, train_labels, params, c * chunk, min(train.n, (c + 1) * chunk))
+        else:
+            lo = (c - ntrain) * chunk
+            counts[c] = count_correct_chunk(test, test_labels, params, lo, min(test.n, lo + chunk))
+
+
+def count_correct_pair(train, train_labels, test, test_labels, params):
+    """(count_correct of train, of test) in one parallel call: the epoch evaluation."""
+    ntrain = -(-train.n // ACCURACY_CHUNK)
+    counts = np.zeros(ntrain + -(-test.n // ACCURACY_CHUNK), dtype=np.int64)
+    _count_chunks(counts, train, train_labels, test, test_labels, params, ACCURACY_CHUNK, ntrain)
+    return int(counts[:ntrain].sum()), int(counts[ntrain:].sum())
+
+
 def count_correct(data, labels, params):
-    """How many rows of ``data`` (SparseRows) have their largest logit at ``labels`` (N,)."""
-    counts = np.zeros(max(1, -(-data.n // ACCURACY_CHUNK)), dtype=np.int64)
-    _count_correct_chunks(counts, data, labels, params, ACCURACY_CHUNK)
-    return int(counts.sum())
+    """How many rows of ``data`` (SparseRows) have their largest logit at ``labels`` (N,).
+
+    count_correct_pair's kernel, with an empty second set: a run compiles one accuracy kernel.
+    """
+    empty = SparseRows(0, data.d, np.zeros(1, dtype=np.int64), data.cols[:0], data.vals[:0])
+    return count_correct_pair(data, labels, empty, labels[:0], params)[0]
