@@ -25,14 +25,15 @@ needs them). Each method has its own driver, compiled on first use.
 import math
 
 import numpy as np
+from numba import prange
 
 from ..._config import SUM_BLOCK, jit
 from ..structs import Batch, Forward, Grads, Params
 from .backprop import output_deltas, weight_gradients
-from .forward import forward
+from .forward import forward_row
 from .losses import _ordered_sum, block_log_sum
 from .numgrad_perturbed import hidden_items, output_bias_gradients, samples
-from .numgrad_series import ORDER, PRODUCT_CHUNKS, coefficients, largest, products, rejected
+from .numgrad_series import ORDER, PRODUCT_CHUNKS, largest, products, rejected, sample_row
 from .sparse import _columns, _take_rows
 
 
@@ -86,43 +87,6 @@ def perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits):
 
 
 @jit()
-def series_gradient(grads, batch, labels, params, fwd, h):
-    """numgrad_series.numgrad_series, compiled, but for its fallback: True if the remainder bound sent
-    units or logits to the perturbed method (then grads is incomplete, and the caller hands the
-    iteration to Python)."""
-    n, hdim = fwd.z.shape
-    k = fwd.y.shape[1]
-    C = np.empty((ORDER, n, hdim))
-    L = np.empty((ORDER, n, k))
-    coefficients(C, L, fwd, batch, labels, params, np.ascontiguousarray(params.W2.T))
-    steps_w1 = np.empty((PRODUCT_CHUNKS, 2, hdim))
-    steps_w2 = np.empty((2, hdim, k))
-    steps_b1 = np.empty((2, hdim))
-    steps_b2 = np.empty((2, k))
-    products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, params, h)
-    units = np.empty(hdim, dtype=np.bool_)
-    logits = np.empty(k, dtype=np.bool_)
-    rejected(
-        units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z), params.W2, h
-    )
-    return units.any() or logits.any()
-
-
-@jit()
-def backprop_gradient(grads, batch, labels, params, fwd):
-    """forward, then backprop.backprop, compiled; False if the forward pass is not finite."""
-    forward(fwd, batch, params)
-    if not forward_finite(fwd):
-        return False
-    n, hdim = fwd.z.shape
-    da2 = np.empty((n, fwd.y.shape[1]))
-    da1 = np.empty((n, hdim))
-    output_deltas(da2, da1, fwd, labels, params.W2)
-    weight_gradients(grads, batch, fwd, da2, da1)
-    return True
-
-
-@jit()
 def subtract_scaled(out, p, lr, g):
     """out = p - lr * g, element by element; False if an entry is not finite."""
     ok = True
@@ -153,15 +117,6 @@ def batch_loss(y, t):
     for b in range(nblocks):
         partial[b] = block_log_sum(y, t, b)
     return -_ordered_sum(partial) / n
-
-
-@jit()
-def loss_after(fwd, batch, labels, params):
-    """The loss of batch through params, or NaN if its forward pass is not finite."""
-    forward(fwd, batch, params)
-    if not forward_finite(fwd):
-        return math.nan
-    return batch_loss(fwd.y, labels)
 
 
 @jit()
@@ -198,40 +153,71 @@ def commit(params, cur, done):
     return done
 
 
-@jit()
-def step(nxt, cur, grads, fwd, batch, t, lr, ok, losses, s):
-    """The update and the loss after it (steps 3-4); True if all is finite (then losses[s] is set)."""
-    if not (ok and update(nxt, cur, grads, lr)):
-        return False
-    loss = loss_after(fwd, batch, t, nxt)
-    losses[s] = loss
-    return math.isfinite(loss)
+@jit(parallel=True)
+def rows_phase(C, L, fwd, batch, labels, n_grad, loss_fwd, loss_batch, n_loss, params, W2T):
+    """One parallel region for the per-sample work that needs the same parameters: the forward pass and
+    series coefficients of the first n_grad samples of batch (numgrad_series.coefficients), and the
+    forward pass of the first n_loss samples of loss_batch (forward.forward)."""
+    hdim = fwd.z.shape[1]
+    for r in prange(n_grad + n_loss):
+        if r < n_grad:
+            sample_row(C, L, np.empty((ORDER, hdim)), fwd, batch, labels, params, W2T, r)
+        else:
+            forward_row(loss_fwd, loss_batch, params, r - n_grad)
 
 
 @jit()
 def series_stretch(params, data, labels, take, losses, lr, h):
-    """The iterations of take (S, B) by the series numerical gradient; returns how many completed. An
-    iteration whose bound needs the perturbed method is left to Python too (compiling that method only
-    for the runs that need it)."""
+    """The iterations of take (S, B) by the series numerical gradient; returns how many completed.
+
+    Two parallel regions per iteration: the products of iteration s, then
+    the rows of the loss of s and of the gradient of s + 1, which both start
+    from the parameters after s (the coefficients of s + 1 are thrown away
+    if the loss of s is not finite). An iteration whose bound needs the
+    perturbed method is left to Python (which compiles that method only for
+    the runs that need it).
+    """
+    steps, n = take.shape
     hdim, k = params.W2.shape
-    fwd = forward_arrays(take.shape[1], hdim, k)
+    fwd, loss_fwd = forward_arrays(n, hdim, k), forward_arrays(n, hdim, k)
     grads = Grads(*empty_like_params(params))
     cur, nxt = params, empty_like_params(params)
-    for s in range(take.shape[0]):
-        batch = take_batch(data, take[s])
-        t = labels[take[s]]
-        fallback = series_gradient(grads, batch, t, cur, fwd, h)
-        if fallback or not step(nxt, cur, grads, fwd, batch, t, lr, forward_finite(fwd), losses, s):
+    C, L = np.empty((ORDER, n, hdim)), np.empty((ORDER, n, k))
+    steps_w1, steps_w2 = np.empty((PRODUCT_CHUNKS, 2, hdim)), np.empty((2, hdim, k))
+    steps_b1, steps_b2 = np.empty((2, hdim)), np.empty((2, k))
+    units, logits = np.empty(hdim, dtype=np.bool_), np.empty(k, dtype=np.bool_)
+    if steps == 0:
+        return 0
+    batch, t = take_batch(data, take[0]), labels[take[0]]
+    rows_phase(C, L, fwd, batch, t, n, loss_fwd, batch, 0, cur, np.ascontiguousarray(cur.W2.T))
+    for s in range(steps):
+        if not forward_finite(fwd):
             return commit(params, cur, s)
+        products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, cur, h)
+        rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2, batch.xmax, largest(fwd.z),
+                 cur.W2, h)  # fmt: skip
+        if units.any() or logits.any() or not update(nxt, cur, grads, lr):
+            return commit(params, cur, s)
+        last = s + 1 == steps
+        next_batch = batch if last else take_batch(data, take[s + 1])
+        next_t = t if last else labels[take[s + 1]]
+        rows_phase(C, L, fwd, next_batch, next_t, 0 if last else n, loss_fwd, batch, n, nxt,
+                   np.ascontiguousarray(nxt.W2.T))  # fmt: skip
+        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        if not math.isfinite(loss):
+            return commit(params, cur, s)
+        losses[s] = loss
         cur, nxt = nxt, cur
-    return commit(params, cur, take.shape[0])
+        batch, t = next_batch, next_t
+    return commit(params, cur, steps)
 
 
 @jit()
 def perturbed_stretch(params, data, labels, take, losses, lr, h):
     """The iterations of take (S, B) by the perturbed-loss numerical gradient; returns how many completed."""
+    n = take.shape[1]
     hdim, k = params.W2.shape
-    fwd = forward_arrays(take.shape[1], hdim, k)
+    fwd, loss_fwd = forward_arrays(n, hdim, k), forward_arrays(n, hdim, k)
     grads = Grads(*empty_like_params(params))
     cur, nxt = params, empty_like_params(params)
     all_units, all_logits = np.ones(hdim, dtype=np.bool_), np.ones(k, dtype=np.bool_)
@@ -239,27 +225,61 @@ def perturbed_stretch(params, data, labels, take, losses, lr, h):
         batch = take_batch(data, take[s])
         t = labels[take[s]]
         perturbed_gradient(grads, batch, t, cur, fwd, h, all_units, all_logits)
-        if not step(nxt, cur, grads, fwd, batch, t, lr, forward_finite(fwd), losses, s):
+        if not (forward_finite(fwd) and update(nxt, cur, grads, lr)):
             return commit(params, cur, s)
+        forward_rows(fwd, batch, 0, loss_fwd, batch, n, nxt)
+        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        if not math.isfinite(loss):
+            return commit(params, cur, s)
+        losses[s] = loss
         cur, nxt = nxt, cur
     return commit(params, cur, take.shape[0])
+
+
+@jit(parallel=True)
+def forward_rows(fwd, batch, n_grad, loss_fwd, loss_batch, n_loss, params):
+    """One parallel region: the forward pass of the first n_grad samples of batch into fwd and of the
+    first n_loss samples of loss_batch into loss_fwd (forward.forward, twice)."""
+    for r in prange(n_grad + n_loss):
+        if r < n_grad:
+            forward_row(fwd, batch, params, r)
+        else:
+            forward_row(loss_fwd, loss_batch, params, r - n_grad)
 
 
 @jit()
 def backprop_stretch(params, data, labels, take, losses, lr):
-    """The iterations of take (S, B) by backprop; returns how many completed. params are updated in place."""
+    """The iterations of take (S, B) by backprop; returns how many completed. Two parallel regions per
+    iteration, as series_stretch: the weight gradients of s, then the forward passes of the loss of s and
+    of the gradient of s + 1."""
+    steps, n = take.shape
     hdim, k = params.W2.shape
-    fwd = forward_arrays(take.shape[1], hdim, k)
+    fwd, loss_fwd = forward_arrays(n, hdim, k), forward_arrays(n, hdim, k)
     grads = Grads(*empty_like_params(params))
     cur, nxt = params, empty_like_params(params)
-    for s in range(take.shape[0]):
-        batch = take_batch(data, take[s])
-        t = labels[take[s]]
-        ok = backprop_gradient(grads, batch, t, cur, fwd)
-        if not step(nxt, cur, grads, fwd, batch, t, lr, ok, losses, s):
+    da2, da1 = np.empty((n, k)), np.empty((n, hdim))
+    if steps == 0:
+        return 0
+    batch, t = take_batch(data, take[0]), labels[take[0]]
+    forward_rows(fwd, batch, n, loss_fwd, batch, 0, cur)
+    for s in range(steps):
+        if not forward_finite(fwd):
             return commit(params, cur, s)
+        output_deltas(da2, da1, fwd, t, cur.W2)
+        weight_gradients(grads, batch, fwd, da2, da1)
+        if not update(nxt, cur, grads, lr):
+            return commit(params, cur, s)
+        last = s + 1 == steps
+        next_batch = batch if last else take_batch(data, take[s + 1])
+        next_t = t if last else labels[take[s + 1]]
+        forward_rows(fwd, next_batch, 0 if last else n, loss_fwd, batch, n, nxt)
+        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        if not math.isfinite(loss):
+            return commit(params, cur, s)
+        losses[s] = loss
         cur, nxt = nxt, cur
-    return commit(params, cur, take.shape[0])
+        batch, t = next_batch, next_t
+    return commit(params, cur, steps)
 
 
 def train_stretch(params, data, labels, take, losses, lr, method, h):

@@ -360,6 +360,10 @@ def rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2,
     or where an entry came out non-finite (coefficients of extreme weights that overflowed)."""
     hdim, k = W2.shape
     n = C.shape[1]
+    column_finite = np.ones(hdim, dtype=np.bool_)
+    for i in range(grads.W1.shape[0]):  # by rows: W1's columns strided would cost more than the bound
+        for j in range(hdim):
+            column_finite[j] = column_finite[j] and math.isfinite(grads.W1[i, j])
     for j in range(hdim):
         lo = hi = W2[j, 0]
         for c in range(k):
@@ -372,10 +376,7 @@ def rejected(units, logits, grads, C, L, steps_w1, steps_w2, steps_b1, steps_b2,
             step, diff = max(step, steps_w1[c, 0, j]), max(diff, steps_w1[c, 1, j])
         ok = within(ROUNDING * xmax * scale, hi - lo, False, step, diff, xmax, h)
         ok = ok and within(ROUNDING * scale, hi - lo, False, steps_b1[0, j], steps_b1[1, j], 1.0, h)
-        finite = math.isfinite(grads.b1[j])
-        for i in range(grads.W1.shape[0]):
-            finite = finite and math.isfinite(grads.W1[i, j])
-        units[j] = not (ok and finite)
+        units[j] = not (ok and column_finite[j] and math.isfinite(grads.b1[j]))
     for c in range(k):
         scale = 0.0
         for r in range(n):
