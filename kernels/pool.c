@@ -27,8 +27,10 @@
 #include <stddef.h>
 
 /* The loop sn_pool_attach left for this thread's next sn_parallel_for (a thread's own, so other
- * Python threads calling kernels at the same time never take it). */
-static _Thread_local sn_job attached;
+ * Python threads calling kernels at the same time never take it). The initial-exec model reads it at
+ * a fixed offset from the thread pointer: no call to the dynamic loader's __tls_get_addr, so the
+ * extension still needs nothing beyond libc and libm (tools/smoke_wheel.sh checks). */
+static __attribute__((tls_model("initial-exec"))) _Thread_local sn_job attached;
 
 /* The attached loop's items first (so a long one starts early), then the call's own. */
 struct joined {
