@@ -20,9 +20,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from ._central_differences import as_scalar, is_batch, numerical_gradient_python, row_gradients
 from ._config import jit
 from ._threads import sync_numba
-from .gradient import _as_scalar, _is_batch, _numerical_gradient_python, _row_gradients
 
 
 @jit(cache=False)
@@ -68,13 +68,13 @@ def numerical_gradient_jitted(f, x, h):
     """Validated entry from :func:`scratchnet.numerical_gradient`. x float64, finite, any shape."""
     xc = np.array(x, order="C")  # a copy: neither the probe nor the loop may touch x
     value = f(xc.copy())  # f's own exception, if it raises at x itself
-    if _is_batch(x) and np.shape(value) == (x.shape[0],):
-        return _row_gradients(f, xc, h)
-    f_x = _as_scalar(value, x.shape)
+    if is_batch(x) and np.shape(value) == (x.shape[0],):
+        return row_gradients(f, xc, h)
+    f_x = as_scalar(value, x.shape)
     if x.ndim == 0:
         # Numba's parallel lowering cannot copy a 0-d array; one element
         # needs no threads: the serial loop on a copy (x stays untouched).
-        return _numerical_gradient_python(f, xc, h)
+        return numerical_gradient_python(f, xc, h)
     sync_numba()  # the process's thread count, in this Python thread
     grad = np.empty(xc.shape)
     if not xc.size:
@@ -118,16 +118,16 @@ def _refuse_frozen_arrays(f, x, h, f_x):
     zero gradient, a stationary point of an f that depends on x.
     """
     delta = (h * np.linspace(1.0, 2.0, x.size)).reshape(x.shape)  # uneven: no symmetric cancellation
-    if _as_scalar(f(np.ascontiguousarray(x + delta)), x.shape) != f_x:
+    if as_scalar(f(np.ascontiguousarray(x + delta)), x.shape) != f_x:
         return
     py_func = getattr(f, "py_func", None)
     if py_func is None or not x.flags.writeable:
         return  # nothing to compare with: the zeros stand (documented)
     saved = x.copy()
     try:
-        before = _as_scalar(py_func(x), x.shape)
+        before = as_scalar(py_func(x), x.shape)
         x += delta
-        after = _as_scalar(py_func(x), x.shape)
+        after = as_scalar(py_func(x), x.shape)
     except Exception:  # noqa: BLE001 - a py_func that cannot run alone tells nothing; the zeros stand
         return
     finally:

@@ -35,6 +35,7 @@ import threading
 MAX_THREADS = 256  # the C pool's limit
 
 _state = {"threads": None}
+_followers = []  # set_num_threads(n) of thread pools outside Numba (follow)
 _lock = threading.Lock()
 
 
@@ -84,15 +85,17 @@ def set_num_threads(n):
         raise ValueError(f"n: number of threads must be between 1 and {limit}, got {n}")
     with _lock:
         _state["threads"] = n
-        _apply_to_c(n)
+        for apply in _followers:
+            apply(n)
 
 
-def _apply_to_c(n):
-    from . import backends
-
-    c = backends.loaded("c")
-    if c is not None:
-        c.set_num_threads(n)
+def follow(apply):
+    """Call ``apply(n)`` with the thread count now and at every change (the C backend's pool, when the
+    registry loads it: backends.load)."""
+    get_num_threads()  # sets the default, if it is not set
+    with _lock:
+        _followers.append(apply)
+        apply(_state["threads"])
 
 
 def configure_numba():

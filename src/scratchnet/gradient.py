@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from ._central_differences import numerical_gradient_python
 from ._validation import as_array, as_real, check_step, short_repr
 
 
@@ -168,52 +169,7 @@ def numerical_gradient(f, x, h=1e-4):
         return numerical_gradient_jitted(f, x, h)
     if not x.flags.writeable:
         raise ValueError("x: read-only array; it is perturbed in place while f is evaluated, pass x.copy()")
-    return _numerical_gradient_python(f, x, h)
-
-
-class _OneValuePerRow(Exception):
-    """Raised inside the loop when the first call of ``f`` selects the batch form."""
-
-
-def _numerical_gradient_python(f, x, h):
-    """The chapter's loop, in place on ``x`` (restored), or the batch form."""
-    try:
-        return _central_differences(f, x, h)
-    except _OneValuePerRow:
-        return _row_gradients(f, x, h)
-
-
-def _central_differences(f, x, h, row_of=None):
-    grad = np.zeros(x.shape)
-    first = row_of is None and _is_batch(x)
-    for idx in np.ndindex(x.shape):
-        tmp = x[idx]
-        try:
-            x[idx] = tmp + h
-            value = f(x)
-            if first and np.shape(value) == (x.shape[0],):
-                raise _OneValuePerRow
-            first = False
-            fxh1 = _as_scalar(value, x.shape, row_of)
-            x[idx] = tmp - h
-            fxh2 = _as_scalar(f(x), x.shape, row_of)
-        finally:
-            x[idx] = tmp
-        grad[idx] = (fxh1 - fxh2) / (2 * h)
-    return grad
-
-
-def _is_batch(x):
-    """True where the batch form is possible: a 2-D ``x`` with >= 2 rows."""
-    return x.ndim == 2 and x.shape[0] >= 2
-
-
-def _row_gradients(f, x, h):
-    """Batch form: the gradient of ``f`` at each row, rows perturbed in place."""
-    grad = np.empty(x.shape)
-    for n in range(x.shape[0]):
-        grad[n] = _central_differences(f, x[n], h, row_of=x.shape)  # x[n] is a view: perturbed in x itself
-    return grad
+    return numerical_gradient_python(f, x, h)
 
 
 def gradient_descent(f, init_x, lr=0.01, step_num=100, *, return_history=False):
@@ -376,22 +332,6 @@ def _elementwise_value(v, shape):
             "function of the whole array use numerical_gradient"
         )
     return a.astype(np.float64)
-
-
-def _as_scalar(v, shape=None, row_of=None):
-    a = np.asarray(v)
-    if a.size != 1 or a.dtype.kind not in "fiub":
-        if row_of is not None:
-            expected = (
-                f"a real scalar at each row (shape {shape}) of the batch form,"
-                f" chosen because f returned one value per row of x {row_of}"
-            )
-        elif shape is not None and len(shape) == 2 and shape[0] >= 2:
-            expected = f"a real scalar, or one value per row (shape ({shape[0]},), the batch form)"
-        else:
-            expected = "a real scalar"
-        raise TypeError(f"f: must return {expected}, got {type(v).__name__} of shape {a.shape}")
-    return float(a.reshape(()))
 
 
 def _first(mask):

@@ -60,9 +60,9 @@ def load(name):
         with _lock:
             module = importlib.import_module(f".{_MODULES[name]}", __name__)
             if name == "c":  # the pool's count follows the process's (scratchnet._threads)
-                from .._threads import get_num_threads
+                from .._threads import follow
 
-                module.set_num_threads(get_num_threads())
+                follow(module.set_num_threads)
             _loaded[name] = module
     return module
 
