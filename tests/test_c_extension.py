@@ -65,7 +65,7 @@ def test_arrays_are_checked_by_type_layout_and_shape(args, error, message):
 
 
 def test_shapes_not_just_sizes():
-    # (n, k) against (k, n): the same number of elements, refused (hardening row 21).
+    # (n, k) against (k, n): the same number of elements, refused.
     with pytest.raises(ValueError, match="x.x: n is 3 here but 2 elsewhere"):
         _ckernels.softmax(np.empty((2, 3)), np.empty((3, 2)))
 
@@ -154,7 +154,7 @@ def test_step_is_checked(rng):
 
 
 def test_exports_only_the_module_init():
-    # The sn_* kernels stay private to the extension (hardening row 21).
+    # The sn_* kernels stay private to the extension.
     import subprocess
 
     out = subprocess.run(["nm", "-D", "--defined-only", _ckernels.__file__], capture_output=True, text=True)

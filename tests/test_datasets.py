@@ -336,7 +336,7 @@ def test_interrupted_cache_write_leaves_nothing_half_written(tmp_path, private_c
 
 
 def test_every_npy_header_byte_changed_means_rebuild(small_cache):
-    # Issue row 2: numpy's header parser raised tokenize.TokenError (neither
+    # Once: numpy's header parser raised tokenize.TokenError (neither
     # ValueError nor OSError) for some of these, which escaped the cache check.
     _, _, key_dir, _ = small_cache
     path = key_dir / "x_train.npy"
@@ -369,7 +369,7 @@ def test_unparsable_npy_header_is_rebuilt_and_the_next_load_uses_the_cache(small
 @pytest.mark.parametrize("kind", ["fifo", "zero", "urandom", "dangling", "folder"])
 @pytest.mark.parametrize("name", ["manifest.json", "x_train.npy", "t_test.npy", None])
 def test_cache_entry_that_is_not_a_regular_file_is_replaced(small_cache, private_cache, sandbox, name, kind):
-    # Issue row 3: a FIFO hung the load, /dev/zero or /dev/urandom as the
+    # Once: a FIFO hung the load, /dev/zero or /dev/urandom as the
     # manifest was read until MemoryError. None: the cache folder itself.
     data_dir, arrays, key_dir, pristine = small_cache
     make_special(key_dir / name if name else key_dir, kind)
@@ -439,7 +439,7 @@ def _forge(key_dir, key, array):
     ],
 )
 def test_consistent_cache_of_impossible_contents_is_rebuilt(small_cache, parse_count, key, forged):
-    # Issue row 4: such a cache was served and failed later (IndexError).
+    # Once: such a cache was served and failed later (IndexError).
     data_dir, arrays, key_dir, pristine = small_cache
     _forge(key_dir, key, forged)
     (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False, data_dir=data_dir)
@@ -528,7 +528,7 @@ def test_missing_file_names_it_and_the_remedies(tmp_path):
     ],
 )
 def test_data_file_that_is_not_a_regular_file_is_named(tmp_path, private_cache, kind, what):
-    # Issue row 19: these were skipped as "not found".
+    # Once: these were skipped as "not found".
     write_small_mnist(tmp_path / "data")
     path = make_special(tmp_path / "data" / "train-labels-idx1-ubyte.gz", kind)
     with time_limit(10), pytest.raises(MNISTError) as info:
@@ -547,7 +547,7 @@ def test_data_file_that_is_a_dangling_symlink_says_so(tmp_path):
 
 
 def test_data_dir_that_is_a_file_says_so(tmp_path):
-    # Issue row 19: this was "MNIST file ... not found".
+    # Once: this was "MNIST file ... not found".
     path = tmp_path / "data"
     path.write_bytes(b"")
     with pytest.raises(MNISTError, match=r"data_dir .* is a file, not a folder") as info:
@@ -564,7 +564,7 @@ def test_data_dir_inside_a_file_says_so(tmp_path):
 @pytest.mark.parametrize("flag", ["normalize", "flatten", "one_hot_label", "download"])
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0, [True]])
 def test_flags_must_be_true_or_false(warm_shipped, flag, value):
-    # Issue row 20: load_mnist(normalize="no") normalized.
+    # Once: load_mnist(normalize="no") normalized.
     message = rf"load_mnist: {flag} must be True or False, got {re.escape(repr(value))}"
     with pytest.raises(TypeError, match=message):
         load_mnist(**{flag: value})

@@ -183,7 +183,7 @@ def _serve_small_mnist(served, monkeypatch, base):
 
 
 def test_data_dir_that_is_a_file_is_refused_before_any_request(server, tmp_path, monkeypatch):
-    # Issue row 19: download=True with data_dir a file raised FileExistsError.
+    # Once: download=True with data_dir a file raised FileExistsError.
     base, served, requests = server
     _serve_small_mnist(served, monkeypatch, base)
     path = tmp_path / "data"

@@ -1372,10 +1372,10 @@ def test_cli_exit_status(worker, argv):
 
 
 # =============================================================================
-# What the fuzzing found: each finding as its smallest example, on every backend
+# The smallest examples of what the fuzzing once found, on every backend
 # =============================================================================
-# These run in this process (none crashes) and state the contract the fuzz
-# tests assert; each fails until its finding is fixed.
+# These run in this process (none crashes) and state, on one small input each,
+# the contract the fuzz tests assert; each is named for the behaviour it checks.
 def _net_with(W1, b1, W2, b2):
     params = {k: np.array(v, dtype=np.float64) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2).items()}
     (d, h), k = params["W1"].shape, params["W2"].shape[1]
@@ -1394,7 +1394,7 @@ def _finite_and_equal_on_every_backend(get):
     return results
 
 
-def test_finding_saturated_unit_pushed_back_gives_nan():
+def test_a_saturated_unit_pushed_back_has_finite_gradients():
     # sigmoid_step(a, d) (numgrad_perturbed, every backend) divides 0 by 0
     # when sigmoid(a) or sigmoid(-a) underflows (|a| > ~745) and a step of
     # the opposite sign exp-underflows too (|d| > ~745): here a1 = 1.26e4
@@ -1410,7 +1410,7 @@ def test_finding_saturated_unit_pushed_back_gives_nan():
     _finite_and_equal_on_every_backend(lambda b: net.numerical_gradient([[0.0]], [0], h=1000.0, backend=b))
 
 
-def test_finding_compiled_b2_gradient_nan_for_steps_beyond_709():
+def test_b2_gradient_is_finite_for_steps_beyond_709():
     # numba and c: the numerical gradient of b2 is NaN once h > ~709.78
     # (exp(h) overflows); numpy gives -/+0.008059047875479...
     net = _net_with([[0.0]], [0.0], [[0.0, 0.0]], [0.0, 0.0])
@@ -1422,7 +1422,7 @@ def test_finding_compiled_b2_gradient_nan_for_steps_beyond_709():
             np.testing.assert_allclose(g["b2"], [-0.00805904787547916, 0.00805904787547916], rtol=1e-12)
 
 
-def test_finding_compiled_hidden_unit_nan_when_a_logit_moves_by_more_than_37():
+def test_hidden_gradient_is_finite_when_a_logit_moves_by_more_than_37():
     # numba and c: the perturbed loss of a hidden unit is NaN when its step
     # moves a logit by more than ~37.43 = log(2**54): here b1 +- 3 moves z by
     # 0.45 and the logit by 45. numpy: 0 (one class: the loss is constant).
@@ -1451,7 +1451,7 @@ def test_finding_compiled_hidden_unit_nan_when_a_logit_moves_by_more_than_37():
     ],
     ids=["moments-series", "moments-perturbed", "numpy-coefficients"],
 )
-def test_finding_huge_output_weights_give_nan_hidden_gradients(backend, params, method):
+def test_huge_output_weights_give_finite_hidden_gradients(backend, params, method):
     net = _net_with(*params)
     g = net.numerical_gradient([[0.0]], [0], h=0.5, method=method, backend=backend)
     assert np.isfinite(g["W1"]).all() and np.isfinite(g["b1"]).all(), g
@@ -1468,7 +1468,7 @@ def test_finding_huge_output_weights_give_nan_hidden_gradients(backend, params, 
     ],
     ids=["logit-overflow", "hidden-overflow"],
 )
-def test_finding_overflow_in_the_forward_pass_is_silent(backend, params, x):
+def test_an_overflowing_forward_pass_is_finite_or_named(backend, params, x):
     # finite x and params pass every check, then the forward pass overflows:
     # predict returns NaN "probabilities" and loss NaN, without a word (and
     # cross_entropy_error raises ValueError for the same NaN). Expected:
@@ -1483,18 +1483,26 @@ def test_finding_overflow_in_the_forward_pass_is_silent(backend, params, x):
         assert np.isfinite(y).all() and math.isfinite(loss), (y, loss)
 
 
-def test_finding_numpy_backend_warns_where_the_compiled_ones_do_not():
-    # pytest runs with warnings as errors, and so do users who follow it:
-    # the reference backend raises RuntimeWarning on inputs the others take
-    # silently, and that the docstrings accept (finite x and params).
-    net = _net_with([[1e-100]], [0.0], [[1.0, 0.0]], [0.0, 0.0])  # numgrad_series.py: overflow in power
-    net.numerical_gradient([[1e100]], [0], backend="numpy")
+def test_numpy_backend_is_silent_and_agrees_where_the_compiled_ones_are():
+    # The reference backend once raised RuntimeWarning (an error under pytest's settings, and for users
+    # who follow them) on inputs the others take silently and the docstrings accept: x = 1e100 overflows
+    # numgrad_series.py's powers of x. Warnings are errors here whatever pytest's settings, and the
+    # gradient must agree with the compiled backends' to the rounding of a central difference of a
+    # loss near log 2 at h = 1e-4 (eps * 0.69 / 1e-4 = 1.5e-12; 1e-11 leaves a margin).
+    net = _net_with([[1e-100]], [0.0], [[1.0, 0.0]], [0.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = net.numerical_gradient([[1e100]], [0], backend="numpy")
+    for backend in set(selected_backends()) - {"numpy"}:
+        expected = net.numerical_gradient([[1e100]], [0], backend=backend)
+        for name in got:
+            np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-11, err_msg=f"{backend} {name}")
     net = _net_with([[1.7976931348623157e308]], [0.0], [[1.0, 0.0]], [0.0, 0.0])  # forward.py: overflow in matmul
     with pytest.raises(FloatingPointError, match=r"^x: the hidden pre-activations"):  # the compiled backends' error
         net.predict([[2.0]], backend="numpy")
 
 
-def test_finding_sum_squares_error_warns_on_overflow():
+def test_sum_squares_error_overflows_to_inf_and_refuses_nan_by_name():
     # 0.5 * sum((y - t)**2): RuntimeWarning "overflow encountered in
     # subtract/square" and inf; "invalid value" and NaN for inf - inf.
     # Expected: inf where the true value exceeds float64 (its correct
@@ -1507,7 +1515,7 @@ def test_finding_sum_squares_error_warns_on_overflow():
 
 
 @pytest.mark.parametrize("call", ["sigmoid", "softmax", "cross_entropy_error", "sum_squares_error", "predict"])
-def test_finding_ragged_lists_raise_numpys_message(call):
+def test_ragged_lists_are_refused_by_name(call):
     # np.asarray's ValueError ("setting an array element with a sequence
     # ...") comes through unchanged: it names no argument.
     ragged = [[0.5, 0.5], [1.0]]
@@ -1521,7 +1529,7 @@ def test_finding_ragged_lists_raise_numpys_message(call):
 
 
 @pytest.mark.parametrize("empty", ["hidden", "classes"])
-def test_finding_parameters_with_no_hidden_unit_or_no_class(backend, empty):
+def test_parameters_with_no_hidden_unit_or_no_class_are_refused_by_name(backend, empty):
     # W1 (D, 0) / W2 (H, 0) pass kernel_params. No hidden unit: numba and c
     # return gradients, numpy's series raises "zero-size array to reduction
     # operation maximum which has no identity". No class: numba's predict
@@ -1538,7 +1546,7 @@ def test_finding_parameters_with_no_hidden_unit_or_no_class(backend, empty):
         call()
 
 
-def test_finding_train_with_a_read_only_parameter_updates_the_others(backend):
+def test_train_with_a_read_only_parameter_updates_nothing(backend):
     # _step writes params[key][...] = updated[key] key by key: b2 read-only
     # fails after W1, b1 and W2 were updated, with NumPy's "assignment
     # destination is read-only". Expected: nothing updated (checked before
@@ -1564,7 +1572,7 @@ def test_finding_train_with_a_read_only_parameter_updates_the_others(backend):
     ],
     ids=["list", "None", "no-W2", "W1-list", "W1-0-d"],
 )
-def test_finding_train_reads_params_before_checking_them(params):
+def test_train_checks_params_before_reading_them(params):
     # train's check_data reads network.params["W1"].shape[0] and
     # ["W2"].shape[1] before check_params: the net's own methods raise
     # TypeError/KeyError naming params for the same dicts.
@@ -1587,7 +1595,7 @@ def test_finding_train_reads_params_before_checking_them(params):
     ],
     ids=["numerical_gradient-h", "gradient_check-h", "train-h", "train-learning_rate"],
 )
-def test_finding_integers_beyond_float64(call):
+def test_integers_beyond_float64_are_refused_by_name(call):
     # check_step's float(h) raises OverflowError (numerical_diff says
     # "h: expected a positive finite step" for the same h); train's
     # np.isfinite(learning_rate) raises TypeError "ufunc 'isfinite' not
@@ -1597,7 +1605,7 @@ def test_finding_integers_beyond_float64(call):
         call(net, np.array([[0.5, 1.0], [1.0, 0.0]]))
 
 
-def test_finding_unaligned_arrays_reach_the_c_kernels(monkeypatch):
+def test_the_c_kernels_see_aligned_copies_of_unaligned_arrays(monkeypatch):
     # as_float64 (np.asarray(..., order="C")), _check_x's float32 path and
     # kernel_params (np.ascontiguousarray) keep an unaligned C-contiguous
     # array as it is, and module.c takes any buffer: the kernels then load
@@ -1638,7 +1646,7 @@ def test_finding_unaligned_arrays_reach_the_c_kernels(monkeypatch):
     assert all(got[k].tobytes() == aligned[k].tobytes() for k in PARAM_NAMES)
 
 
-def test_finding_train_keeps_the_update_of_an_iteration_whose_loss_diverged(backend):
+def test_a_diverged_loss_leaves_the_parameters_as_they_were(backend):
     # _iteration applies the update (_step: finite, so accepted), then the
     # loss of the updated net is NaN (its logits overflow: b2 ~ 1.2e308) and
     # train raises FloatingPointError "training diverged at iteration 0":

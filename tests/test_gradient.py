@@ -306,7 +306,7 @@ def test_gradient_descent_bad_input(kwargs, error, match):
         sn.gradient_descent(function_2, **kwargs)
 
 
-# -- hardening (rows 14, 15, 16, 20 of the hardening issue) -------------------------
+# -- hardening: jitted f that raises or ignores x, history memory, bad steps and x --
 @numba.njit
 def raises_past_two(x):
     # raises only where the loop perturbs x[1] = 2 upwards: one element of many
@@ -333,7 +333,7 @@ def thread_count(request):
 
 
 @pytest.mark.parametrize("n", [3, 1000])
-def test_row14_jitted_f_that_raises_raises_its_own_error(thread_count, n):
+def test_jitted_f_that_raises_raises_its_own_error(thread_count, n):
     # Before: SystemError "returned a result with an exception set" with one
     # thread; with two, the exception vanished and grad held uninitialised memory.
     x = np.linspace(1.0, 3.0, n)
@@ -344,7 +344,7 @@ def test_row14_jitted_f_that_raises_raises_its_own_error(thread_count, n):
     assert x.tobytes() == before
 
 
-def test_row14_jitted_f_that_always_raises_raises_its_own_error():
+def test_jitted_f_that_always_raises_raises_its_own_error():
     x = np.array([1.0, 2.0])
     with pytest.raises(ValueError, match="f always fails"):
         sn.numerical_gradient(always_raises, x)
@@ -369,7 +369,7 @@ def _closure_over(w):
 
 
 @pytest.mark.parametrize("how", ["global", "closure"])
-def test_row15_jitted_f_that_ignores_its_argument_is_refused(how):
+def test_jitted_f_that_ignores_its_argument_is_refused(how):
     # The chapter's f = lambda W: net.loss(x, t) jitted: the Python loop gives
     # 2W, the compiled loop silently gave zeros.
     w = FROZEN_W if how == "global" else np.array([1.0, -2.0, 3.0])
@@ -380,7 +380,7 @@ def test_row15_jitted_f_that_ignores_its_argument_is_refused(how):
     np.testing.assert_array_equal(w, [1.0, -2.0, 3.0])
 
 
-def test_row15_a_zero_gradient_is_still_a_zero_gradient():
+def test_a_zero_gradient_is_still_a_zero_gradient():
     @numba.njit
     def constant(x):
         return 1.5
@@ -399,7 +399,7 @@ class _Stop(Exception):
     pass
 
 
-def test_row16_no_history_is_allocated_without_return_history():
+def test_no_history_is_allocated_without_return_history():
     # Before: MemoryError "Unable to allocate 14.6 TiB" before the first step.
     calls = []
 
@@ -420,7 +420,7 @@ def _cheap(x):
     return x[0] * x[0] + x[x.size - 1]
 
 
-def test_row16_memory_does_not_grow_with_step_num():
+def test_memory_does_not_grow_with_step_num():
     import tracemalloc
 
     x0 = np.ones(2000)
@@ -436,7 +436,7 @@ def test_row16_memory_does_not_grow_with_step_num():
     assert peak < 500_000, f"peak {peak} B"
 
 
-def test_row16_a_history_too_large_says_so():
+def test_a_history_too_large_says_so():
     with pytest.raises(MemoryError, match=r"step_num: a history of 1000000000000 steps .*return_history=False"):
         sn.gradient_descent(function_2, np.array([-3.0, 4.0]), step_num=10**12, return_history=True)
 
@@ -450,13 +450,13 @@ def test_row16_a_history_too_large_says_so():
         (np.array([1.0, np.nan]), r"x: x\[1\] is nan"),
     ],
 )
-def test_row20_numerical_diff_at_a_non_finite_x(x, match):
+def test_numerical_diff_at_a_non_finite_x(x, match):
     with pytest.raises(ValueError, match=match):
         sn.numerical_diff(function_1, x)
 
 
 @pytest.mark.parametrize("h", [1e-320, 5e-324, np.finfo(np.float64).tiny / 2])
-def test_row20_a_subnormal_step_is_refused(h):
+def test_a_subnormal_step_is_refused(h):
     # 1 / (2h) overflows and h itself has lost precision bits.
     with pytest.raises(ValueError, match=r"h: .* is subnormal"):
         sn.numerical_diff(function_1, 1.0, h=h)
@@ -464,19 +464,19 @@ def test_row20_a_subnormal_step_is_refused(h):
         sn.numerical_gradient(function_2, np.array([1.0, 2.0]), h=h)
 
 
-def test_row20_numerical_diff_of_a_scalar_x_needs_a_scalar_f():
+def test_numerical_diff_of_a_scalar_x_needs_a_scalar_f():
     with pytest.raises(TypeError, match=r"f: returned an array of shape \(2,\) at the scalar x=1.0"):
         sn.numerical_diff(lambda v: np.array([v, v]), 1.0)
 
 
-def test_row20_numerical_diff_of_an_array_needs_an_elementwise_f():
+def test_numerical_diff_of_an_array_needs_an_elementwise_f():
     with pytest.raises(TypeError, match=r"f: returned shape \(\) for x of shape \(3,\).*elementwise"):
         sn.numerical_diff(lambda v: np.sum(v**2), np.array([1.0, 2.0, 3.0]))
     with pytest.raises(TypeError, match=r"f: returned shape \(2,\) for x of shape \(3,\)"):
         sn.numerical_diff(lambda v: v[:2], np.array([1.0, 2.0, 3.0]))
 
 
-def test_row20_step_lost_in_rounding():
+def test_step_lost_in_rounding():
     with pytest.raises(ValueError, match=r"h: the step 0.0001 is lost in rounding at x=1e\+20"):
         sn.numerical_diff(function_1, 1e20)
 
@@ -484,7 +484,7 @@ def test_row20_step_lost_in_rounding():
 @pytest.mark.parametrize(
     ("x", "match"), [("5", "got str"), (True, "got bool"), (None, "got NoneType"), (1j, "got complex")]
 )
-def test_row20_numerical_diff_x_must_be_real(x, match):
+def test_numerical_diff_x_must_be_real(x, match):
     with pytest.raises(TypeError, match=f"x: expected a real number or an array of real numbers.*{match}"):
         sn.numerical_diff(function_1, x)
 
@@ -501,7 +501,7 @@ def test_row20_numerical_diff_x_must_be_real(x, match):
         (np.inf, r"lr: expected a positive finite real number, got inf"),
     ],
 )
-def test_row20_gradient_descent_lr_must_be_a_positive_number(lr, match):
+def test_gradient_descent_lr_must_be_a_positive_number(lr, match):
     init_x = np.array([1.0, 2.0])
     with pytest.raises(ValueError, match=match):
         sn.gradient_descent(function_2, init_x, lr=lr)

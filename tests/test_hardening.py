@@ -19,7 +19,7 @@ def toy(rng):
     return x, t, x[:10], t[:10]
 
 
-# -- row 1: parameters replaced by arrays of the wrong shape ------------------------------
+# -- parameters replaced by arrays of the wrong shape ------------------------------
 @pytest.mark.parametrize(
     "name, bad",
     [
@@ -48,7 +48,7 @@ def test_wrong_parameter_shapes_are_refused_before_any_kernel(backend, rng, name
             net.predict(x, backend=backend)
 
 
-# -- rows 10 and 11: extreme weights and steps ----------------------------------------------
+# -- extreme weights and steps ----------------------------------------------
 @pytest.mark.parametrize("method", ["series", "perturbed"])
 @pytest.mark.parametrize("case", ["W2 * 1e98", "h = 800", "h = 1e4"])
 def test_extreme_weights_and_steps_give_the_references_finite_gradient(rng, backend, method, case):
@@ -83,7 +83,7 @@ def test_a_huge_learning_rate_behaves_alike_on_every_backend(toy, backend):
     assert outcome[backend] == outcome["numpy"], outcome
 
 
-# -- row 12: inputs that overflow; a callback that raises -----------------------------------
+# -- inputs that overflow; a callback that raises -----------------------------------
 def test_inputs_that_overflow_are_named_not_the_learning_rate(toy, backend):
     x_train, t_train, x_test, t_test = toy
     x_train = x_train.copy()
@@ -132,7 +132,7 @@ def test_a_raising_callback_leaves_the_parameters_of_a_completed_iteration(toy, 
         assert completed == [4]
 
 
-# -- row 13: a hand-made Fortran-ordered W1 --------------------------------------------------
+# -- a hand-made Fortran-ordered W1 --------------------------------------------------
 def test_fortran_ordered_parameters_work_on_every_backend(rng, backend):
     x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
     net = TwoLayerNet(6, 4, 3, seed=5)
@@ -144,7 +144,7 @@ def test_fortran_ordered_parameters_work_on_every_backend(rng, backend):
     assert net.loss(x, t, backend=backend) == pytest.approx(net.loss(x, t, backend="numpy"), rel=1e-14)
 
 
-# -- row 17: NaN where numbers were expected -------------------------------------------------------
+# -- NaN where numbers were expected -------------------------------------------------------
 def test_nan_initial_scale_is_refused():
     for bad in (np.nan, np.inf):
         with pytest.raises(ValueError, match="weight_init_std: expected a finite number"):
@@ -168,13 +168,13 @@ def test_nan_parameters_are_refused_by_every_method(rng, backend):
             call()
 
 
-# -- row 18: sizes that cannot fit -----------------------------------------------------------------
+# -- sizes that cannot fit -----------------------------------------------------------------
 def test_a_net_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(MemoryError, match="hidden_size: 100000000000 hidden units need .* GiB"):
         TwoLayerNet(784, 100_000_000_000, 10)
 
 
-# -- row 19: misleading messages -----------------------------------------------------------------------
+# -- misleading messages -----------------------------------------------------------------------
 def test_a_negative_seed_is_named():
     with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
         TwoLayerNet(6, 4, 3, seed=-1)
