@@ -102,24 +102,18 @@ static const struct field BATCH_OUT[] = BATCH_FIELDS(1);
 static const struct layout BATCH_LAYOUT = {"batch (Batch)", 1, 9, BATCH, offsetof(sn_batch, nnz), -1, -1, -1, D_NNZ};
 static const struct layout BATCH_OUT_LAYOUT = {"out (Batch)", 1, 9, BATCH_OUT, offsetof(sn_batch, nnz), -1, -1, -1, D_NNZ};
 
-static const struct field PARAMS[] = {
-    ARRAY("W1", F64, 0, sn_params, W1, E(D), E(H)),
-    ARRAY("b1", F64, 0, sn_params, b1, E(H)),
-    ARRAY("W2", F64, 0, sn_params, W2, E(H), E(K)),
-    ARRAY("b2", F64, 0, sn_params, b2, E(K)),
-};
-static const struct layout PARAMS_LAYOUT = {"params (Params)", 1, 4, PARAMS, -1, offsetof(sn_params, d),
-                                             offsetof(sn_params, h), offsetof(sn_params, k), D_NONE};
-
+#define PARAMS_FIELDS(w, type)                                                                                   \
+    {                                                                                                            \
+        ARRAY("W1", F64, w, type, W1, E(D), E(H)), ARRAY("b1", F64, w, type, b1, E(H)),                          \
+            ARRAY("W2", F64, w, type, W2, E(H), E(K)), ARRAY("b2", F64, w, type, b2, E(K)),                      \
+    }
+#define PARAMS_LAYOUT_OF(fields, type) \
+    {"params (Params)", 1, 4, fields, -1, offsetof(type, d), offsetof(type, h), offsetof(type, k), D_NONE}
+static const struct field PARAMS[] = PARAMS_FIELDS(0, sn_params);
+static const struct layout PARAMS_LAYOUT = PARAMS_LAYOUT_OF(PARAMS, sn_params);
 /* Parameters updated in place (the engine). */
-static const struct field PARAMS_RW[] = {
-    ARRAY("W1", F64, 1, sn_params_rw, W1, E(D), E(H)),
-    ARRAY("b1", F64, 1, sn_params_rw, b1, E(H)),
-    ARRAY("W2", F64, 1, sn_params_rw, W2, E(H), E(K)),
-    ARRAY("b2", F64, 1, sn_params_rw, b2, E(K)),
-};
-static const struct layout PARAMS_RW_LAYOUT = {"params (Params)", 1, 4, PARAMS_RW, -1, offsetof(sn_params_rw, d),
-                                                offsetof(sn_params_rw, h), offsetof(sn_params_rw, k), D_NONE};
+static const struct field PARAMS_RW[] = PARAMS_FIELDS(1, sn_params_rw);
+static const struct layout PARAMS_RW_LAYOUT = PARAMS_LAYOUT_OF(PARAMS_RW, sn_params_rw);
 
 static const struct field GRADS[] = {
     ARRAY("W1", F64, 1, sn_grads, W1, E(D), E(H)),

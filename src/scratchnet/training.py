@@ -419,16 +419,12 @@ class _Run:
         if on_epoch is not None:
             on_epoch(i, train_acc, test_acc)
 
-    def iteration(self, rows, i):
-        """One SGD step on the mini-batch ``rows``; returns the batch's loss after the update."""
-        return _iteration(self, rows, i)
-
 
 def _train_per_iteration(run, history, rng, iters_num, callbacks):
     """The readable path: one iteration at a time from Python (the numpy backend, and ``stretch=1``)."""
     on_iteration, on_epoch, should_stop = callbacks
     for i in range(history.iterations_done, iters_num):
-        loss = run.iteration(rng.choice(len(run.train_data), run.batch_size), i)
+        loss = _iteration(run, rng.choice(len(run.train_data), run.batch_size), i)
         _record(run, history, i, loss, on_epoch)
         if on_iteration is not None:
             on_iteration(i, loss)
@@ -494,7 +490,7 @@ def _stretch(run, engine, take, first, timings, completed):
             completed(first + s, float(losses[s]))
         pos += done
         if pos < len(take):
-            completed(first + pos, run.iteration(take[pos], first + pos))
+            completed(first + pos, _iteration(run, take[pos], first + pos))
             pos += 1
 
 

@@ -27,32 +27,14 @@ import math
 import numpy as np
 from numba import prange
 
-from ..._config import SUM_BLOCK, jit
-from ..structs import Batch, Forward, Grads, Params
+from ..._config import jit
+from ..structs import Forward, Grads, Params
 from .backprop import output_deltas, weight_gradients
 from .forward import forward_row
-from .losses import _ordered_sum, block_log_sum
-from .numgrad_perturbed import hidden_items, output_bias_gradients, samples
+from .losses import serial_cross_entropy_error
+from .numgrad_perturbed import gradients_of
 from .numgrad_series import ORDER, PRODUCT_CHUNKS, largest, products, rejected, sample_row
-from .sparse import _columns, _take_rows
-
-
-@jit()
-def take_batch(data, rows):
-    """The Batch of rows ``rows`` (B,) of data (SparseRows): sparse.batch_take, compiled."""
-    n = rows.shape[0]
-    nnz = 0
-    for b in range(n):
-        nnz += data.row_ptr[rows[b] + 1] - data.row_ptr[rows[b]]
-    row_ptr = np.empty(n + 1, dtype=np.int64)
-    cols = np.empty(nnz, dtype=np.int32)
-    vals = np.empty(nnz)
-    _take_rows(data, rows, row_ptr, cols, vals)
-    col_ptr = np.empty(data.d + 1, dtype=np.int64)
-    sample_rows = np.empty(nnz, dtype=np.int32)
-    col_vals = np.empty(nnz)
-    xmax = _columns(n, data.d, row_ptr, cols, vals, col_ptr, sample_rows, col_vals)
-    return Batch(n, data.d, xmax, row_ptr, cols, vals, col_ptr, sample_rows, col_vals)
+from .sparse import batch_take
 
 
 @jit()
@@ -67,23 +49,6 @@ def all_finite(a):
 def forward_finite(fwd):
     """training's check after a forward pass: x W1 + b1 and the logits finite."""
     return all_finite(fwd.a1) and all_finite(fwd.a2)
-
-
-@jit()
-def perturbed_gradient(grads, batch, labels, params, fwd, h, units, logits):
-    """numgrad_perturbed.numgrad_perturbed, compiled."""
-    nnz = batch.row_ptr[batch.n]
-    dv = (
-        np.empty(nnz, dtype=np.int64),
-        np.empty(nnz),
-        np.empty(nnz),
-        np.empty(nnz),
-        np.empty(batch.n, dtype=np.int64),
-        np.empty(batch.n),
-    )
-    samples(fwd, dv, batch, params, h)
-    hidden_items(grads, batch, labels, fwd, params, h, units, logits, dv)
-    output_bias_gradients(grads, fwd, labels, params, h, logits)
 
 
 @jit()
@@ -104,19 +69,6 @@ def update(out, params, grads, lr):
     ok = subtract_scaled(out.b1, params.b1, lr, grads.b1) and ok
     ok = subtract_scaled(out.W2, params.W2, lr, grads.W2) and ok
     return subtract_scaled(out.b2, params.b2, lr, grads.b2) and ok
-
-
-@jit()
-def batch_loss(y, t):
-    """losses.cross_entropy_error, compiled (one block of SUM_BLOCK on this thread)."""
-    n = y.shape[0]
-    nblocks = (n + SUM_BLOCK - 1) // SUM_BLOCK
-    if nblocks == 1:
-        return -block_log_sum(y, t, 0) / n
-    partial = np.empty(nblocks)
-    for b in range(nblocks):
-        partial[b] = block_log_sum(y, t, b)
-    return -_ordered_sum(partial) / n
 
 
 @jit()
@@ -143,6 +95,18 @@ def forward_arrays(n, hdim, k):
         np.empty(n),
         np.empty((n, k)),
     )
+
+
+@jit()
+def batch_at(data, labels, take, s):
+    """Iteration s's batch and its labels (training._iteration's batch_take and labels[rows])."""
+    return batch_take(data, take[s]), labels[take[s]]
+
+
+@jit()
+def checked_loss(loss_fwd, t):
+    """The loss after the update from its forward pass, or NaN if that pass is not finite."""
+    return serial_cross_entropy_error(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
 
 
 @jit()
@@ -188,7 +152,7 @@ def series_stretch(params, data, labels, take, losses, lr, h):
     units, logits = np.empty(hdim, dtype=np.bool_), np.empty(k, dtype=np.bool_)
     if steps == 0:
         return 0
-    batch, t = take_batch(data, take[0]), labels[take[0]]
+    batch, t = batch_at(data, labels, take, 0)
     rows_phase(C, L, fwd, batch, t, n, loss_fwd, batch, 0, cur, np.ascontiguousarray(cur.W2.T))
     for s in range(steps):
         if not forward_finite(fwd):
@@ -199,11 +163,10 @@ def series_stretch(params, data, labels, take, losses, lr, h):
         if units.any() or logits.any() or not update(nxt, cur, grads, lr):
             return commit(params, cur, s)
         last = s + 1 == steps
-        next_batch = batch if last else take_batch(data, take[s + 1])
-        next_t = t if last else labels[take[s + 1]]
+        next_batch, next_t = (batch, t) if last else batch_at(data, labels, take, s + 1)
         rows_phase(C, L, fwd, next_batch, next_t, 0 if last else n, loss_fwd, batch, n, nxt,
                    np.ascontiguousarray(nxt.W2.T))  # fmt: skip
-        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        loss = checked_loss(loss_fwd, t)
         if not math.isfinite(loss):
             return commit(params, cur, s)
         losses[s] = loss
@@ -222,13 +185,12 @@ def perturbed_stretch(params, data, labels, take, losses, lr, h):
     cur, nxt = params, empty_like_params(params)
     all_units, all_logits = np.ones(hdim, dtype=np.bool_), np.ones(k, dtype=np.bool_)
     for s in range(take.shape[0]):
-        batch = take_batch(data, take[s])
-        t = labels[take[s]]
-        perturbed_gradient(grads, batch, t, cur, fwd, h, all_units, all_logits)
+        batch, t = batch_at(data, labels, take, s)
+        gradients_of(grads, batch, t, cur, fwd, h, all_units, all_logits)
         if not (forward_finite(fwd) and update(nxt, cur, grads, lr)):
             return commit(params, cur, s)
         forward_rows(fwd, batch, 0, loss_fwd, batch, n, nxt)
-        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        loss = checked_loss(loss_fwd, t)
         if not math.isfinite(loss):
             return commit(params, cur, s)
         losses[s] = loss
@@ -260,7 +222,7 @@ def backprop_stretch(params, data, labels, take, losses, lr):
     da2, da1 = np.empty((n, k)), np.empty((n, hdim))
     if steps == 0:
         return 0
-    batch, t = take_batch(data, take[0]), labels[take[0]]
+    batch, t = batch_at(data, labels, take, 0)
     forward_rows(fwd, batch, n, loss_fwd, batch, 0, cur)
     for s in range(steps):
         if not forward_finite(fwd):
@@ -270,10 +232,9 @@ def backprop_stretch(params, data, labels, take, losses, lr):
         if not update(nxt, cur, grads, lr):
             return commit(params, cur, s)
         last = s + 1 == steps
-        next_batch = batch if last else take_batch(data, take[s + 1])
-        next_t = t if last else labels[take[s + 1]]
+        next_batch, next_t = (batch, t) if last else batch_at(data, labels, take, s + 1)
         forward_rows(fwd, next_batch, 0 if last else n, loss_fwd, batch, n, nxt)
-        loss = batch_loss(loss_fwd.y, t) if forward_finite(loss_fwd) else math.nan
+        loss = checked_loss(loss_fwd, t)
         if not math.isfinite(loss):
             return commit(params, cur, s)
         losses[s] = loss

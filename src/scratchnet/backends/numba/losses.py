@@ -29,9 +29,23 @@ def cross_entropy_error(y, t):
     n = y.shape[0]
     nblocks = (n + SUM_BLOCK - 1) // SUM_BLOCK
     if nblocks == 1:
-        return -block_log_sum(y, t, 0) / n
+        return serial_cross_entropy_error(y, t)
     partial = np.empty(nblocks)
     _block_sums(partial, y, t)
+    return -_ordered_sum(partial) / n
+
+
+@jit()
+def serial_cross_entropy_error(y, t):
+    """cross_entropy_error on the calling thread, the same blocks summed in the same order (a mini-batch
+    is one block; the training engine calls this inside its compiled stretch)."""
+    n = y.shape[0]
+    nblocks = (n + SUM_BLOCK - 1) // SUM_BLOCK
+    if nblocks == 1:
+        return -block_log_sum(y, t, 0) / n
+    partial = np.empty(nblocks)
+    for b in range(nblocks):
+        partial[b] = block_log_sum(y, t, b)
     return -_ordered_sum(partial) / n
 
 

@@ -412,6 +412,12 @@ def numgrad_perturbed(grads, batch, labels, params, fwd, h, units=None, logits=N
     hdim, k = params.W2.shape
     units = np.ones(hdim, dtype=np.bool_) if units is None else units
     logits = np.ones(k, dtype=np.bool_) if logits is None else logits
+    gradients_of(grads, batch, labels, params, fwd, h, units, logits)
+
+
+@jit()
+def gradients_of(grads, batch, labels, params, fwd, h, units, logits):
+    """numgrad_perturbed with its masks given (also the training engine's, inside its compiled stretch)."""
     nnz = batch.row_ptr[batch.n]
     dv = (
         np.empty(nnz, dtype=np.int64),  # slot

@@ -90,7 +90,9 @@ def _take_rows(data, take, row_ptr, cols, vals):
         row_ptr[b + 1] = p
 
 
+@jit()
 def _batch(n, d, row_ptr, cols, vals):
+    """The Batch of CSR rows: their columns and largest |x| added."""
     nnz = row_ptr[n]
     col_ptr = np.empty(d + 1, dtype=np.int64)
     rows = np.empty(nnz, dtype=np.int32)
@@ -99,14 +101,19 @@ def _batch(n, d, row_ptr, cols, vals):
     return Batch(n, d, xmax, row_ptr, cols, vals, col_ptr, rows, col_vals)
 
 
+@jit()
 def batch_take(data, rows):
-    """The Batch of rows ``rows`` (B,) intp of ``data`` (SparseRows), in that order."""
-    nnz = int(np.sum(data.row_ptr[rows + 1] - data.row_ptr[rows]))
-    row_ptr = np.empty(len(rows) + 1, dtype=np.int64)
+    """The Batch of rows ``rows`` (B,) intp of ``data`` (SparseRows), in that order (also the training
+    engine's, inside its compiled stretch)."""
+    n = rows.shape[0]
+    nnz = 0
+    for b in range(n):
+        nnz += data.row_ptr[rows[b] + 1] - data.row_ptr[rows[b]]
+    row_ptr = np.empty(n + 1, dtype=np.int64)
     cols = np.empty(nnz, dtype=np.int32)
     vals = np.empty(nnz)
     _take_rows(data, rows, row_ptr, cols, vals)
-    return _batch(len(rows), data.d, row_ptr, cols, vals)
+    return _batch(n, data.d, row_ptr, cols, vals)
 
 
 def batch_from_dense(x):
