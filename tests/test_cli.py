@@ -424,17 +424,19 @@ def _umask():
 def test_training_runs_with_one_blas_thread_unless_the_user_says_otherwise(monkeypatch):
     from threadpoolctl import threadpool_info
 
+    from scratchnet._blas import single_threaded_blas_unless_configured
+
     def blas_threads():
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
     before = blas_threads()
-    with cli.single_threaded_blas():
+    with single_threaded_blas_unless_configured():
         assert blas_threads() == {1}
     assert blas_threads() == before
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    with cli.single_threaded_blas():
+    with single_threaded_blas_unless_configured():
         assert blas_threads() == before  # the user's setting wins: nothing changed
 
 
@@ -574,13 +576,13 @@ def test_sigterm_and_sighup_save_like_ctrl_c(sig, status, data_dirs, env, tmp_pa
 # params.npz, while history.json is written.
 SIGNAL_WHILE_SAVING = """
 import os, signal, sys
-import scratchnet.results as results
-real = results.atomic_write_text
+import scratchnet.runs.directory as directory
+real = directory.atomic_write_text
 def second_signal(path, text):
     if path.name == "history.json":
         os.kill(os.getpid(), signal.{second})
     return real(path, text)
-results.atomic_write_text = second_signal
+directory.atomic_write_text = second_signal
 from scratchnet.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -714,17 +716,17 @@ def test_a_run_that_cannot_be_saved_in_out_is_saved_elsewhere(data_dirs, env, tm
     import re
     import tempfile
 
-    from scratchnet import results
+    from scratchnet.runs import directory
 
     target = tmp_path / "run"
-    real = results.write_run
+    real = directory.write_run
 
     def full_disk(out, *args):
         if out == target and (out / "config.json").exists() is False:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(out, *args)
 
-    monkeypatch.setattr(results, "write_run", full_disk)
+    monkeypatch.setattr(directory, "write_run", full_disk)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     status, _, err = run_main(["--data-dir", data_dirs["tiny"], *TINY, "--iters", 3, "--out", target], capsys)
     assert status == 1 and err.count("\n") == 1, err
@@ -735,7 +737,7 @@ def test_a_run_that_cannot_be_saved_in_out_is_saved_elsewhere(data_dirs, env, tm
 
 
 def test_run_training_writes_what_the_command_writes(data_dirs, env, tmp_path, capsys):
-    from scratchnet.cli.train import run_training
+    from scratchnet.runs import run_training
 
     settings = {
         "gradient": "backprop",

@@ -9,11 +9,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "scratchnet"
 
-# The library's sweep still runs its trainings through the command line's
-# run logic (issue 19 moves that logic into a runs module, and this set must
-# then become empty).
-KNOWN_CYCLES = [{"scratchnet", "scratchnet.cli.train", "scratchnet.sweep"}]
-
 
 def module_names():
     """{dotted name: path} of every module of the package."""
@@ -75,4 +70,15 @@ def test_the_reader_finds_the_package_and_its_imports():
 
 
 def test_no_import_cycles():
-    assert cycles() == KNOWN_CYCLES
+    assert cycles() == []
+
+
+def test_the_library_does_not_import_its_command_line():
+    """Only the command line itself, and ``python -m scratchnet`` (its entry point), import scratchnet.cli."""
+    modules = module_names()
+    importers = {
+        name
+        for name, path in modules.items()
+        if any(m == "scratchnet.cli" or m.startswith("scratchnet.cli.") for m in imported(name, path, modules))
+    }
+    assert {n for n in importers if not n.startswith("scratchnet.cli")} == {"scratchnet.__main__"}

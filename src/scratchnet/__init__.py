@@ -9,6 +9,7 @@ array([6., 8.])
 """
 
 from ._threads import get_num_threads, set_num_threads
+from ._version import __version__  # noqa: F401 (scratchnet.__version__)
 from .backends import available_backends, get_backend, set_backend
 from .datasets import load_mnist
 from .functions import cross_entropy_error, sigmoid, softmax, sum_squared_error, sum_squares_error
@@ -18,8 +19,6 @@ from .network import TwoLayerNet
 from .simple_net import SimpleNet, simpleNet
 from .sweep import sweep
 from .training import History, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "available_backends",

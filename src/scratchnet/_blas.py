@@ -7,6 +7,9 @@ right after needs, and a 1.4 ms numerical gradient becomes 30 ms or more
 BLAS thread is as fast for them and leaves the cores free.
 """
 
+import contextlib
+import os
+
 
 def single_threaded_blas():
     """Context manager: BLAS calls inside it use one thread.
@@ -17,3 +20,15 @@ def single_threaded_blas():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController().limit(limits=1, user_api="blas")
+
+
+def single_threaded_blas_unless_configured():
+    """:func:`single_threaded_blas` for a whole run, unless the user set BLAS's thread count.
+
+    A run's products left to BLAS are small, and the cores are the parallel
+    kernels'; but ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or
+    ``MKL_NUM_THREADS`` in the environment is the user's choice and wins.
+    """
+    if any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return contextlib.nullcontext()
+    return single_threaded_blas()

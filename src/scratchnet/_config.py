@@ -15,6 +15,9 @@ BACKEND_NAMES = ("numpy", "numba", "c")
 
 DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error: log(y + DELTA)
 DEFAULT_H = 1e-4  # the chapter's step of the central difference
+# Rows per dense block when the numpy backend counts correct predictions: the
+# largest block of rows any backend's accuracy count holds.
+ACCURACY_CHUNK = 2048
 SUM_BLOCK = 1024  # samples per partial sum of a loss; fixed, so sums never depend on threads
 SERIES_ORDER = 5  # highest power of the step kept by the series numerical gradient
 # Radii r of the circles |d| = r on which the series' remainder is bounded (Cauchy),

@@ -5,7 +5,7 @@
 ...                    "gradient": "backprop", "iters": 2000})  # doctest: +SKIP
 
 Every run is an ordinary run directory ``DIR/runs/<id>/``, written by the
-same :func:`scratchnet.cli.train.run_training` as ``scratchnet train --out``
+same :func:`scratchnet.runs.run_training` as ``scratchnet train --out``
 (the same files, the same bits of ``params.npz``). ``<id>`` is a readable
 prefix of the swept settings and a hash of all the settings, so a sweep
 started again skips the runs that exist and does the rest.
@@ -18,9 +18,9 @@ sends the run's files back; the client writes them into ``DIR/runs/<id>``
 as a whole (a temporary directory renamed into place), so workers need no
 shared filesystem, only scratchnet and the data.
 
-The settings are those of ``scratchnet train`` (``cli.train.DEFAULTS``,
-parsed by its ``OPTION_TYPES`` / ``OPTION_CHOICES``): an option added
-there is sweepable here.
+The settings are those of ``scratchnet train`` (:mod:`scratchnet.runs.settings`:
+``DEFAULTS``, parsed by ``OPTION_TYPES`` / ``OPTION_CHOICES``): a setting
+added there is sweepable here.
 """
 
 import contextlib
@@ -42,6 +42,8 @@ import uuid
 from pathlib import Path
 
 from ._atomic import atomic_open, atomic_write_text
+from .runs import RunError, run_training
+from .runs import settings as run_settings
 
 INSTALL_HINT = 'scratchnet sweep needs Dask: pip install "scratchnet[sweep]"'
 RESULT_FIELDS = ("status", "train_acc", "test_acc", "best_test_acc", "wall_time_s", "error")
@@ -51,26 +53,19 @@ class SweepError(ValueError):
     """A sweep specification or directory that cannot be used; the message names the setting."""
 
 
-def _train_module():
-    from .cli import train
-
-    return train
-
-
 # -- the grid ----------------------------------------------------------------
 def parse_values(key, text):
     """Values of one setting from the command line: ``0.01,0.1,1``, or for integers also ``0-9``.
 
     Each value is parsed by the ``scratchnet train`` option of ``key``.
     """
-    train = _train_module()
-    option = train.option_name(key)
-    parse = train.OPTION_TYPES.get(key)
+    option = run_settings.option_name(key)
+    parse = run_settings.OPTION_TYPES.get(key)
     values = []
     for item in str(text).split(","):
         item = item.strip()
         span = re.fullmatch(r"(\d+)-(\d+)", item)
-        if span and parse is not None and parse.__name__ == "integer":
+        if span and run_settings.is_integer(key):
             lo, hi = int(span[1]), int(span[2])
             if hi < lo:
                 raise SweepError(f"{option} {item}: an empty range (write LOW-HIGH with LOW <= HIGH)")
@@ -83,17 +78,14 @@ def parse_values(key, text):
 
 
 def _parse_one(key, value):
-    import argparse
-
-    train = _train_module()
-    option = train.option_name(key)
-    if key in train.OPTION_TYPES:
+    option = run_settings.option_name(key)
+    if key in run_settings.OPTION_TYPES:
         try:
-            return train.OPTION_TYPES[key](str(value))
-        except argparse.ArgumentTypeError as exc:
+            return run_settings.OPTION_TYPES[key](str(value))
+        except ValueError as exc:
             raise SweepError(f"{option} {value}: {exc}") from None
-    if key in train.OPTION_CHOICES and value not in train.OPTION_CHOICES[key]:
-        choices = ", ".join(train.OPTION_CHOICES[key])
+    if key in run_settings.OPTION_CHOICES and value not in run_settings.OPTION_CHOICES[key]:
+        choices = ", ".join(run_settings.OPTION_CHOICES[key])
         raise SweepError(f"{option} {value}: invalid choice (choose from {choices})")
     return value
 
@@ -103,19 +95,18 @@ def normalize_grid(grid):
 
     Keys are the ``scratchnet train`` settings; ``seeds`` is accepted for ``seed``.
     """
-    train = _train_module()
     out = {}
     for key, values in grid.items():
         key = "seed" if key == "seeds" else key
-        if key not in train.DEFAULTS:
-            raise SweepError(f"unknown setting {key!r}; sweepable: {', '.join(train.DEFAULTS)}")
+        if key not in run_settings.DEFAULTS:
+            raise SweepError(f"unknown setting {key!r}; sweepable: {', '.join(run_settings.DEFAULTS)}")
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             values = [values]
         values = [None if v is None else _parse_one(key, v) for v in values]
         if key == "data_dir":
-            values = [None if v is None else train.resolve_data_dir(v) for v in values]
+            values = [None if v is None else _resolved_data_dir(v) for v in values]
         if not values:
-            raise SweepError(f"{train.option_name(key)}: no values")
+            raise SweepError(f"{run_settings.option_name(key)}: no values")
         out[key] = list(dict.fromkeys(values))  # duplicates would be the same run
     return out
 
@@ -137,11 +128,16 @@ def expand(grid, random=None, random_seed=0):
 
 def canonical(settings):
     """Complete settings of a run (defaults filled in, values normalised), as train checks them."""
-    from .cli import CLIError
-
     try:
-        return _train_module().complete_settings(settings)
-    except CLIError as exc:
+        return run_settings.complete_settings(settings)
+    except RunError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _resolved_data_dir(value):
+    try:
+        return run_settings.resolve_data_dir(value)
+    except RunError as exc:
         raise SweepError(str(exc)) from None
 
 
@@ -151,9 +147,8 @@ def run_id(settings, swept=()):
     The hash covers the settings that differ from the defaults, so an option
     added later (with its default) does not change the ids of existing runs.
     """
-    train = _train_module()
     full = canonical(settings)
-    key = {k: v for k, v in full.items() if v != train.DEFAULTS[k]}
+    key = {k: v for k, v in full.items() if v != run_settings.DEFAULTS[k]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     parts = [re.sub(r"[^A-Za-z0-9.+-]+", "", f"{k.replace('_', '')}{full[k]}") for k in swept if k != "data_dir"]
     prefix = "-".join(parts)[:60]
@@ -169,15 +164,13 @@ def run_on_worker(settings, run_name, threads, final_dir):
     (a failed run never stops the sweep). ``final_dir`` (where the client
     will store the run) is what config.json records as ``--out``.
     """
-    from .cli import CLIError
-
-    train = _train_module()
     row = {"status": "failed", "error": None, "files": None}
     with tempfile.TemporaryDirectory(prefix="scratchnet-sweep-") as tmp:
         out = Path(tmp) / run_name
         try:
-            result = train.run_training(settings, out, threads=threads, argv=train.equivalent_argv(settings, final_dir))
-        except CLIError as exc:
+            argv = run_settings.equivalent_argv(settings, final_dir)
+            result = run_training(settings, out, threads=threads, argv=argv)
+        except RunError as exc:
             row["error"] = str(exc)
             return row
         except Exception as exc:  # noqa: BLE001 (recorded with the run; the sweep goes on)
@@ -256,8 +249,7 @@ def store_run(runs, name, files):
 
 def write_results(out, points, rows):
     """DIR/results.csv: one row per run, in grid order."""
-    train = _train_module()
-    fields = ["id", *train.DEFAULTS, *RESULT_FIELDS]
+    fields = ["id", *run_settings.DEFAULTS, *RESULT_FIELDS]
     with atomic_open(out / "results.csv", "w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
@@ -345,9 +337,10 @@ def sweep(
         The sweep directory: ``runs/<id>/`` per run, ``results.csv``,
         ``summary.png`` (with matplotlib), ``sweep.json`` (the specification).
     grid : dict
-        ``{setting: value or list of values}`` over the ``scratchnet train``
-        settings (``gradient``, ``backend``, ``iters``, ``batch_size``,
-        ``lr``, ``hidden``, ``seed``, ``data_dir``); the full product is run.
+        ``{setting: value or list of values}`` over the settings of a run
+        (the keys of :data:`scratchnet.runs.DEFAULTS`: ``gradient``,
+        ``numgrad_method``, ``backend``, ``iters``, ``batch_size``, ``lr``,
+        ``hidden``, ``seed``, ``data_dir``); the full product is run.
     random : int, optional
         Run only this many points of the grid, drawn with ``random_seed``.
     scheduler, scheduler_file : str, optional

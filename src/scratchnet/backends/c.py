@@ -14,7 +14,7 @@ import numpy as np
 
 try:
     from .. import _ckernels
-except ImportError as error:  # built without a C compiler (see the README's set-up section)
+except ImportError as error:  # built without a C compiler (docs/installation.rst says what to install)
     raise ImportError(
         "backend: the c backend was not built on this installation (no C compiler or Python headers "
         "when scratchnet was installed); use 'numba' or 'numpy', or reinstall with a C compiler"

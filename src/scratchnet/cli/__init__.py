@@ -2,18 +2,20 @@
 
 One module per subcommand (``train``); each provides ``add_parser(subparsers)``
 and ``run(args) -> exit status``. This module holds what they share: the
-parser, :class:`CLIError`, argument types and the entry point.
+parser, :class:`CLIError`, argument types and the entry point. What a
+run does is :mod:`scratchnet.runs`; the commands parse and print.
 
 Exit status: 0 done, 1 the command failed, 2 bad options or data, 130
 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP.
 """
 
 import argparse
-import contextlib
 import importlib
-import math
 import os
 import sys
+
+from .._blas import single_threaded_blas_unless_configured
+from ..runs import RunError, settings
 
 # Subcommand name -> module of this package (imported when the parser is built).
 COMMANDS = ("train", "figures", "sweep")
@@ -28,28 +30,24 @@ class CLIError(Exception):
 
 
 # -- argument types --------------------------------------------------------
-def int_at_least(lo):
-    def parse(s):
+def argument_type(parse):
+    """argparse type of a settings parser: its ValueError message is what argparse prints."""
+
+    def checked(s):
         try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
+            return parse(s)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.__name__ = "integer"  # argparse names the type in some messages
-    return parse
+    checked.__name__ = parse.__name__  # argparse names the type in some messages
+    return checked
 
 
-def positive_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {s}")
-    return v
+def int_at_least(lo):
+    return argument_type(settings.int_at_least(lo))
+
+
+positive_float = argument_type(settings.positive_float)
 
 
 def build_parser():
@@ -80,21 +78,6 @@ def emit(text, stream="stdout"):
         setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 (for the rest of the process)
 
 
-def single_threaded_blas():
-    """One BLAS thread for the whole run.
-
-    The products left to BLAS are small, and OpenBLAS's worker threads
-    busy-wait after each one, taking the cores the parallel Numba and C
-    kernels need next (see ``_blas.py``). A user's own BLAS thread setting
-    wins.
-    """
-    from .._blas import single_threaded_blas as one_blas_thread
-
-    if any(v in os.environ for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-        return contextlib.nullcontext()
-    return one_blas_thread()
-
-
 def main(argv=None):
     """Entry point of the ``scratchnet`` command; returns the exit status."""
     from ._signals import Aborted
@@ -102,9 +85,9 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with single_threaded_blas():
+        with single_threaded_blas_unless_configured():
             return _command(args.command).run(args)
-    except CLIError as exc:
+    except (CLIError, RunError) as exc:
         emit(f"scratchnet: error: {exc}", "stderr")
         return exc.status
     except Aborted as exc:  # a signal before training started, or a second one before saving

@@ -44,24 +44,11 @@ class Aborted(BaseException):
         self.status = exit_status(signum)
 
 
-class NoSignals:
-    """The stop protocol of :func:`run_training` without any signal: never stops."""
-
-    first = None
-    requested = False
-
-    def training(self):
-        pass
-
-    def saving(self):
-        pass
-
-
 class StopSignals:
     """Context manager: SIGINT, SIGTERM and SIGHUP handled by phase (see the module docstring).
 
     Only the main thread can install signal handlers; elsewhere (a Dask
-    worker's task thread) it installs nothing and behaves like :class:`NoSignals`.
+    worker's task thread) it installs nothing and behaves like :class:`scratchnet.runs.NeverStop`.
     """
 
     def __init__(self):

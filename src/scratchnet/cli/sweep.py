@@ -16,9 +16,10 @@ import signal
 import sys
 import threading
 
+from ..runs.settings import DEFAULTS, option_name
 from . import CLIError, emit, int_at_least
 from ._signals import STOP_SIGNALS, exit_status, signal_name
-from .train import DEFAULTS, OPTION_HELP, option_name
+from .train import OPTION_HELP
 
 
 def add_parser(sub):

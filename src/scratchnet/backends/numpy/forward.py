@@ -3,10 +3,9 @@
 import numpy as np
 
 from ..._blas import single_threaded_blas
+from ..._config import ACCURACY_CHUNK
 from .activations import softmax
 from .sparse import batch_take, dense
-
-ACCURACY_CHUNK = 2048  # rows per dense block when counting correct predictions
 
 
 def sigmoid_pair(a):
