@@ -1,1 +1,1 @@
-"""asv benchmark suites for scratchnet (see README, "Benchmarks")."""
+"""asv benchmark suites for scratchnet (see docs/benchmarks.rst)."""

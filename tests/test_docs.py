@@ -1,4 +1,4 @@
-"""The documentation: its kernel map agrees with the code, and the site builds without a warning.
+"""The documentation: the kernel map agrees with the code, README links resolve, the site builds without warnings.
 
 The map check (docs/_ext/kernel_map.py) needs no Sphinx and always runs;
 the build needs the ``docs`` extra (``pip install ".[docs]"``) and is
@@ -6,6 +6,7 @@ skipped without it.
 """
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,29 @@ def test_kernel_map_fails_on_a_new_kernel_or_a_wrong_name():
         assert problems, field
 
 
+def _readme_links(text):
+    """The relative targets of the README's Markdown links and images, without #anchors."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+
+
+def test_readme_links_to_files_that_exist():
+    # The README is a tour that points into docs/: every relative link must
+    # name a file or folder of the repository, as GitHub resolves it.
+    readme = DOCS.parent / "README.md"
+    if not readme.is_file():
+        pytest.skip("needs the README")
+    links = _readme_links(readme.read_text(encoding="utf-8"))
+    assert any(link.startswith("docs/") and link.endswith(".rst") for link in links)
+    assert [link for link in links if not (DOCS.parent / link).exists()] == []
+
+
+def test_readme_links_check_fails_on_a_missing_page():
+    links = _readme_links("[cli](docs/cli.rst), [gone](docs/no_such_page.rst#x), [asv](https://asv.readthedocs.io)")
+    assert links == ["docs/cli.rst", "docs/no_such_page.rst"]
+    assert not (DOCS.parent / links[1]).exists()
+
+
 @pytest.mark.slow
 def test_docs_build_without_warnings(tmp_path):
     for module in ("sphinx", "numpydoc", "matplotlib"):
@@ -75,7 +99,8 @@ def test_docs_build_without_warnings(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for page in ("index", "installation", "chapter", "numerical_gradient", "kernels", "api"):
+    pages = ("index", "installation", "chapter", "cli", "sweeps", "numerical_gradient", "kernels", "performance")
+    for page in pages + ("benchmarks", "api"):
         assert (out / f"{page}.html").is_file(), page
     assert (out / "_images" / "step_size.png").is_file()  # drawn at build time
     assert "numgrad_perturbed" in (out / "kernels.html").read_text()
