@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from idx_helpers import write_idx
+from png_helpers import png_size
 from scratchnet import cli
 from scratchnet._atomic import atomic_open
 from scratchnet.datasets import load_mnist
@@ -27,13 +29,6 @@ def first_epoch_line(proc):
     if not (lines[0].startswith(RUN_LINE) and lines[1].startswith(EPOCH_LINE)):
         proc.kill()  # before reading stderr: a child blocked on a full stdout would never close it
         pytest.fail("".join(lines) + proc.stderr.read())
-
-
-def write_idx(path, array):
-    """An uncompressed IDX file: magic 0x0000 08 ndim, big-endian dims, uint8 data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.tobytes())
 
 
 def make_mnist_dir(directory, n_train, n_test):
@@ -76,43 +71,22 @@ TINY_NET = ["--batch-size", 40, "--hidden", 6, "--lr", 0.5]  # a net that trains
 TINY = ["--gradient", "backprop", *TINY_NET, "--no-progress"]
 
 
+def train_args(data_dir, *, gradient="backprop", **settings):
+    """Options of ``scratchnet train`` on ``data_dir``: backprop unless said, ``settings``, no progress bar."""
+    options = [a for key, value in settings.items() for a in (f"--{key.replace('_', '-')}", value)]
+    return ["--data-dir", data_dir, "--gradient", gradient, *options, "--no-progress"]
+
+
 def load_params(directory):
     with np.load(directory / "params.npz", allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
-
-
-def png_size(path):
-    """(width, height) from a PNG's signature and IHDR chunk."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name}: not a PNG"
-    assert data[12:16] == b"IHDR"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 # -- end to end in a subprocess ------------------------------------------------
 def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
     out = tmp_path / "run"
     r = run_cli(
-        [
-            "train",
-            "--gradient",
-            "backprop",
-            "--data-dir",
-            data_dirs["small"],
-            "--iters",
-            30,
-            "--batch-size",
-            50,
-            "--lr",
-            0.5,
-            "--hidden",
-            8,
-            "--seed",
-            3,
-            "--out",
-            out,
-            "--no-progress",
-        ],
+        ["train", *train_args(data_dirs["small"], iters=30, batch_size=50, lr=0.5, hidden=8, seed=3, out=out)],
         env,
     )
     assert r.returncode == 0, r.stderr
@@ -169,20 +143,7 @@ def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
 
 def test_numerical_gradient_run_with_default_backend(data_dirs, env, tmp_path):
     r = run_cli(
-        [
-            "train",
-            "--data-dir",
-            data_dirs["small"],
-            "--iters",
-            3,
-            "--batch-size",
-            20,
-            "--hidden",
-            4,
-            "--threads",
-            1,
-            "--no-progress",
-        ],
+        ["train", *train_args(data_dirs["small"], gradient="numerical", iters=3, batch_size=20, hidden=4, threads=1)],
         env,
     )
     assert r.returncode == 0, r.stderr
@@ -309,21 +270,7 @@ def test_bad_options_found_after_parsing(data_dirs, env, tmp_path, capsys):
 def test_resume_rejects_conflicts_and_damaged_runs(data_dirs, env, tmp_path, capsys):
     out = tmp_path / "run"
     status, _, err = run_main(
-        [
-            "--gradient",
-            "backprop",
-            "--data-dir",
-            data_dirs["small"],
-            "--iters",
-            12,
-            "--batch-size",
-            50,
-            "--hidden",
-            5,
-            "--out",
-            out,
-            "--no-progress",
-        ],
+        train_args(data_dirs["small"], iters=12, batch_size=50, hidden=5, out=out),
         capsys,
     )
     assert status == 0, err
@@ -345,21 +292,7 @@ def test_resume_rejects_conflicts_and_damaged_runs(data_dirs, env, tmp_path, cap
     # params.npz replaced by another run's: detected, not silently resumed
     other = tmp_path / "other"
     run_main(
-        [
-            "--gradient",
-            "backprop",
-            "--data-dir",
-            data_dirs["small"],
-            "--iters",
-            2,
-            "--batch-size",
-            50,
-            "--hidden",
-            5,
-            "--out",
-            other,
-            "--no-progress",
-        ],
+        train_args(data_dirs["small"], iters=2, batch_size=50, hidden=5, out=other),
         capsys,
     )
     (out / "params.npz").write_bytes((other / "params.npz").read_bytes())
@@ -378,21 +311,7 @@ def test_without_matplotlib_training_runs_and_says_how_to_plot(data_dirs, env, t
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... now raises ImportError
     out = tmp_path / "run"
     status, stdout, err = run_main(
-        [
-            "--gradient",
-            "backprop",
-            "--data-dir",
-            data_dirs["small"],
-            "--iters",
-            3,
-            "--batch-size",
-            100,
-            "--hidden",
-            5,
-            "--out",
-            out,
-            "--no-progress",
-        ],
+        train_args(data_dirs["small"], iters=3, batch_size=100, hidden=5, out=out),
         capsys,
     )
     assert status == 0, err

@@ -10,6 +10,7 @@ import pytest
 from matplotlib.quiver import Quiver
 
 import scratchnet as sn
+from png_helpers import png_size
 from scratchnet import cli, plots
 from test_simple_net import BOOK_T, BOOK_W, BOOK_X, exact_dW
 
@@ -29,15 +30,8 @@ def _line(ax, prefix):
     return lines[0]
 
 
-def _png_size(path):
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name}: not a PNG"
-    assert data[12:16] == b"IHDR"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
 def _check_png(path):
-    w, h = _png_size(path)
+    w, h = png_size(path)
     pixels = mpimg.imread(path)  # the whole file decodes
     assert pixels.shape[:2] == (h, w) and w >= 400 and h >= 300
     assert pixels[..., :3].std() > 0.05, f"{path.name}: (nearly) blank"
