@@ -100,6 +100,7 @@ def test_train_writes_a_complete_run_directory(data_dirs, env, tmp_path):
 
     assert sorted(p.name for p in out.iterdir()) == [
         "accuracy.png",
+        "checkpoint.npz",
         "config.json",
         "history.csv",
         "history.json",
@@ -297,13 +298,31 @@ def test_resume_rejects_conflicts_and_damaged_runs(data_dirs, env, tmp_path, cap
     )
     (out / "params.npz").write_bytes((other / "params.npz").read_bytes())
     status, _, err = run_main(["--resume", out, "--iters", 20], capsys)
-    assert status == 2 and "params.npz does not belong to history.json" in err
+    one_line_error(status, err, f"--resume {out}: params.npz was replaced after the save; ")
 
     config = json.loads((other / "config.json").read_text())
     config["settings"]["batch_size"] = "50"
     (other / "config.json").write_text(json.dumps(config))
     status, _, err = run_main(["--resume", other, "--iters", 20], capsys)
-    assert status == 2 and "invalid batch_size '50'" in err
+    one_line_error(
+        status, err, f"--resume {other}: config.json was edited (--batch-size '50', saved 50) after the save"
+    )
+    assert f"scratchnet train --init-from {other} --out NEW_DIR [options]" in err
+
+
+def test_a_run_saved_before_checkpoints_is_checked_and_resumed(data_dirs, env, tmp_path, capsys):
+    out = saved_before_checkpoints(data_dirs, tmp_path, capsys)
+    params = load_params(out)
+    other = tmp_path / "other"
+    assert run_main(["--data-dir", data_dirs["tiny"], *TINY, "--iters", 1, "--out", other], capsys)[0] == 0
+    (out / "params.npz").write_bytes((other / "params.npz").read_bytes())
+    status, _, err = run_main(["--resume", out, "--iters", 3], capsys)
+    one_line_error(status, err, f"--resume {out}: cannot resume the saved run: ")
+    assert "params.npz does not belong to history.json (different SHA-256)" in err
+
+    rewrite_params(out, params)
+    assert run_main(["--resume", out, "--iters", 3, "--no-progress"], capsys)[0] == 0
+    assert (out / "checkpoint.npz").is_file()  # saved in today's layout
 
 
 def test_without_matplotlib_training_runs_and_says_how_to_plot(data_dirs, env, tmp_path, capsys, monkeypatch):
@@ -316,7 +335,13 @@ def test_without_matplotlib_training_runs_and_says_how_to_plot(data_dirs, env, t
     )
     assert status == 0, err
     assert 'pip install "scratchnet[plot]"' in err
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "history.json", "params.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz",
+        "config.json",
+        "history.csv",
+        "history.json",
+        "params.npz",
+    ]
 
 
 def test_atomic_open_keeps_the_old_file_on_error(tmp_path):
@@ -524,6 +549,44 @@ def test_a_second_signal_does_not_abort_the_save(first, second, status, data_dir
     assert_saved_and_resumable(out, env)
 
 
+# The child sends itself another signal as the interpreter exits, once the
+# command has returned its status (a second Ctrl-C right after the save).
+SIGNAL_AT_EXIT = """
+import atexit, os, signal, sys
+atexit.register(lambda: os.kill(os.getpid(), signal.{second}))
+from scratchnet.cli import entry_point
+entry_point()
+"""
+
+
+@pytest.mark.parametrize("second", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_save_does_not_change_the_exit_status(second, data_dirs, env, tmp_path):
+    out = tmp_path / "run"
+    code, err = signal_run(long_tiny_run(data_dirs, out), env, signal.SIGINT, SIGNAL_AT_EXIT.format(second=second))
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert_saved_and_resumable(out, env)
+
+
+def test_a_signal_at_the_end_of_a_run_without_out_says_nothing_was_saved(data_dirs, env):
+    # SIGTERM lands while the completed run is evaluated: a no-op here, with no --out
+    code = """
+import os, signal, sys
+from scratchnet.runs import run
+real = run._final_accuracies
+def signalled(setup):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(setup)
+run._final_accuracies = signalled
+from scratchnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    args = ["train", "--data-dir", data_dirs["tiny"], *TINY, "--iters", 3]
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    assert r.returncode == 143, r.stderr
+    assert r.stderr == "scratchnet: SIGTERM received at the end; the run completed (nothing saved: no --out)\n"
+
+
 def test_stale_temporaries_of_an_interrupted_save_are_removed(data_dirs, env, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--data-dir", data_dirs["tiny"], *TINY]
@@ -559,6 +622,17 @@ def saved_run(data_dirs, tmp_path, capsys):
     return out
 
 
+def saved_before_checkpoints(data_dirs, tmp_path, capsys):
+    """A run directory as version 0.1 wrote it: no checkpoint.npz; the state in params.npz, history.json and
+    config.json."""
+    out = saved_run(data_dirs, tmp_path, capsys)
+    (out / "checkpoint.npz").unlink()
+    config = json.loads((out / "config.json").read_text())
+    del config["checkpoint_sha256"]
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
 def rewrite_params(out, params):
     """Replace params.npz and record its digest in history.json, as a save would."""
     buf = io.BytesIO()
@@ -569,8 +643,8 @@ def rewrite_params(out, params):
     (out / "history.json").write_text(json.dumps(hist))
 
 
-def test_resume_refuses_nan_params(data_dirs, env, tmp_path, capsys):
-    out = saved_run(data_dirs, tmp_path, capsys)
+def test_resume_of_a_run_saved_before_checkpoints_refuses_nan_params(data_dirs, env, tmp_path, capsys):
+    out = saved_before_checkpoints(data_dirs, tmp_path, capsys)
     params = load_params(out)
     params["W2"][3, 4] = np.nan
     rewrite_params(out, params)
@@ -579,8 +653,8 @@ def test_resume_refuses_nan_params(data_dirs, env, tmp_path, capsys):
     assert "params.npz['W2']" in err and "NaN" in err
 
 
-def test_resume_refuses_a_non_pcg64_generator_state(data_dirs, env, tmp_path, capsys):
-    out = saved_run(data_dirs, tmp_path, capsys)
+def test_resume_of_a_run_saved_before_checkpoints_refuses_a_non_pcg64_state(data_dirs, env, tmp_path, capsys):
+    out = saved_before_checkpoints(data_dirs, tmp_path, capsys)
     hist = json.loads((out / "history.json").read_text())
     hist["rng_state"] = np.random.MT19937(0).state
     hist["rng_state"]["state"]["key"] = hist["rng_state"]["state"]["key"].tolist()
@@ -591,8 +665,8 @@ def test_resume_refuses_a_non_pcg64_generator_state(data_dirs, env, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", ["history.json", "config.json"])
-def test_resume_refuses_a_deeply_nested_json(name, data_dirs, env, tmp_path, capsys):
-    out = saved_run(data_dirs, tmp_path, capsys)
+def test_resume_of_a_run_saved_before_checkpoints_refuses_deep_json(name, data_dirs, env, tmp_path, capsys):
+    out = saved_before_checkpoints(data_dirs, tmp_path, capsys)
     (out / name).write_text("[" * 100_000 + "]" * 100_000)
     status, _, err = run_main(["--resume", out, "--iters", 4], capsys)
     one_line_error(status, err, f"--resume {out}: ")
@@ -653,6 +727,27 @@ def test_a_run_that_cannot_be_saved_in_out_is_saved_elsewhere(data_dirs, env, tm
     rescued = re.search(r"saved the run to (\S+) instead", err).group(1)
     assert json.loads((tmp_path / rescued / "config.json").read_text())["status"] == "completed"
     assert run_main(["--resume", rescued, "--iters", 4], capsys)[0] == 0
+
+
+def test_a_run_that_cannot_be_saved_anywhere_leaves_no_empty_rescue_directory(
+    data_dirs, env, tmp_path, capsys, monkeypatch
+):
+    import errno
+    import tempfile
+
+    from scratchnet.runs import directory
+
+    def file_too_large(out, *args):  # as under a too small ulimit -f
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(directory, "write_run", file_too_large)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    target = tmp_path / "run"
+    status, _, err = run_main(["--data-dir", data_dirs["tiny"], *TINY, "--iters", 3, "--out", target], capsys)
+    assert status == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"scratchnet: error: --out {target}: cannot write results (File too large), nor in a ")
+    assert err.endswith(": the run is lost\n")
+    assert not list(tmp_path.glob("scratchnet-rescued-run-*"))
 
 
 def test_run_training_writes_what_the_command_writes(data_dirs, env, tmp_path, capsys):

@@ -267,6 +267,7 @@ def train(
     on_iteration=None,
     on_epoch=None,
     should_stop=None,
+    checkpoint=None,
     stretch=None,
 ):
     """Train ``network`` in place by mini-batch SGD, the chapter's way.
@@ -321,6 +322,13 @@ def train(
         ``should_stop()`` is called after each stretch (below); when it
         returns true, training stops there (e.g. on Ctrl-C) and the returned
         history can resume it.
+    checkpoint : callable, optional
+        ``checkpoint(history)`` at every point the run can be resumed from:
+        after each stretch (below), or each iteration on the per-iteration
+        path. ``history`` is the run so far, its ``rng_state`` current, and
+        ``network.params`` are the parameters it reached: together, what
+        resuming needs. Save them before returning, and change neither
+        (``scratchnet.runs`` saves them every few seconds of work).
     stretch : int, optional
         The most iterations one compiled call runs. On the numba and c
         backends, iterations run in stretches, each one call of the
@@ -360,7 +368,13 @@ def train(
     _check_settings(iters_num, batch_size, learning_rate, gradient, seed, len(train_data), numgrad_method)
     if stretch is not None and not (_is_int(stretch) and stretch >= 1):
         raise ValueError(f"stretch: expected None or a positive integer, got {stretch!r}")
-    for name, f in (("on_iteration", on_iteration), ("on_epoch", on_epoch), ("should_stop", should_stop)):
+    named = (
+        ("on_iteration", on_iteration),
+        ("on_epoch", on_epoch),
+        ("should_stop", should_stop),
+        ("checkpoint", checkpoint),
+    )
+    for name, f in named:
         if f is not None and not callable(f):
             raise TypeError(f"{name}: expected a callable or None, got {type(f).__name__}")
     if gradient == "numerical":
@@ -373,7 +387,7 @@ def train(
     started = time.perf_counter()
     history.timings = {"total": 0.0, "compiled": 0.0, "evaluation": 0.0, "python": 0.0}
     run = _Run(network, train_data, test_data, kernels, backend, batch_size, learning_rate, gradient, h, numgrad_method)
-    callbacks = (on_iteration, on_epoch, should_stop)
+    callbacks = (on_iteration, on_epoch, should_stop, _resumable(history, rng, checkpoint))
     engine = getattr(kernels, "train_stretch", None)
     if engine is None or stretch == 1:
         _train_per_iteration(run, history, rng, iters_num, callbacks)
@@ -420,14 +434,27 @@ class _Run:
             on_epoch(i, train_acc, test_acc)
 
 
+def _resumable(history, rng, checkpoint):
+    """Called where the run can resume from: hands ``checkpoint`` the history with its generator state."""
+    if checkpoint is None:
+        return lambda: None
+
+    def resumable():
+        history.rng_state = rng.bit_generator.state
+        checkpoint(history)
+
+    return resumable
+
+
 def _train_per_iteration(run, history, rng, iters_num, callbacks):
     """The readable path: one iteration at a time from Python (the numpy backend, and ``stretch=1``)."""
-    on_iteration, on_epoch, should_stop = callbacks
+    on_iteration, on_epoch, should_stop, resumable = callbacks
     for i in range(history.iterations_done, iters_num):
         loss = _iteration(run, rng.choice(len(run.train_data), run.batch_size), i)
         _record(run, history, i, loss, on_epoch)
         if on_iteration is not None:
             on_iteration(i, loss)
+        resumable()
         if should_stop is not None and should_stop():
             break
 
@@ -446,7 +473,7 @@ STRETCH_SECONDS = 0.05  # work per compiled call: Ctrl-C, should_stop and the pr
 def _train_by_stretches(run, history, rng, iters_num, callbacks, engine, max_stretch):
     """Iterations in stretches, up to the next epoch evaluation, the end, or about STRETCH_SECONDS of
     work; then the stretch's callbacks and should_stop."""
-    on_iteration, on_epoch, should_stop = callbacks
+    on_iteration, on_epoch, should_stop, resumable = callbacks
     n, batch_size = len(run.train_data), run.batch_size
     length, i = 4, history.iterations_done
     while i < iters_num:
@@ -465,6 +492,7 @@ def _train_by_stretches(run, history, rng, iters_num, callbacks, engine, max_str
         _stretch(run, engine, take, i, history.timings, completed)
         length = max(1, min(4 * length, int(STRETCH_SECONDS * (end - i) / max(time.perf_counter() - start, 1e-9))))
         i = end
+        resumable()
         if should_stop is not None and should_stop():
             break
 

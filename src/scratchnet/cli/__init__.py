@@ -12,10 +12,12 @@ interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP.
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from .._blas import single_threaded_blas_unless_configured
 from ..runs import RunError, settings
+from ._signals import STOP_SIGNALS
 
 # Subcommand name -> module of this package (imported when the parser is built).
 COMMANDS = ("train", "figures", "sweep")
@@ -98,5 +100,18 @@ def main(argv=None):
         return 130
 
 
+def entry_point():
+    """The ``scratchnet`` program: :func:`main`, then exit with its status.
+
+    Once the command is over its exit status is decided; a stop signal
+    arriving after that (a second Ctrl-C as the process exits) is ignored
+    rather than killing the process with another status.
+    """
+    status = main()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

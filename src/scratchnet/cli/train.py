@@ -19,6 +19,7 @@ import time
 from .._threads import get_num_threads
 from ..runs import Reporter, load_run, run_training
 from ..runs.settings import (
+    CHECKPOINT_EVERY,
     DEFAULTS,
     NUMERICAL_H,
     OPTION_CHOICES,
@@ -26,6 +27,7 @@ from ..runs.settings import (
     option_name,
     resolve_data_dir,
     resumed_settings,
+    seconds,
 )
 from . import argument_type, emit, int_at_least
 from ._signals import StopSignals, exit_status, signal_name
@@ -75,10 +77,24 @@ def add_parser(sub):
         help="write history.csv/json, params.npz, config.json, accuracy.png, loss.png there "
         "(checked before training; a DIR that holds a run needs --resume or --overwrite)",
     )
-    p.add_argument(
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the run saved in DIR (its config supplies the settings; --iters may raise the total)",
+    )
+    start.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start a new run from the parameters saved in DIR, with these options (same --hidden)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=argument_type(seconds),
+        default=CHECKPOINT_EVERY,
+        metavar="S",
+        help=f"save a resumable state to --out every S seconds of work; 0: only at the end "
+        f"(default: {CHECKPOINT_EVERY:g})",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out DIR already holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
@@ -213,8 +229,9 @@ def run(args):
         settings = settings_from_args(args, saved)
         out = args.out if args.out is not None else args.resume
         result = run_training(
-            settings, out, resume_from=saved, overwrite=args.overwrite, threads=args.threads,
-            reporter=_Progress(bar=not args.no_progress), stop=stop, argv=sys.argv[1:],
+            settings, out, resume_from=saved, init_from=args.init_from, overwrite=args.overwrite,
+            threads=args.threads, reporter=_Progress(bar=not args.no_progress), stop=stop, argv=sys.argv[1:],
+            checkpoint_every=args.checkpoint_every,
         )  # fmt: skip
         return _report(result, stop)
 
@@ -244,6 +261,10 @@ def _report(result, stop):
         if not result.plotted:
             emit(PLOT_HINT, "stderr")
     if stop.requested:  # a signal came while the completed run was being evaluated and saved
-        emit(f"scratchnet: {signal_name(stop.first)} received while saving; the completed run is saved", "stderr")
+        name = signal_name(stop.first)
+        if out is not None:
+            emit(f"scratchnet: {name} received while saving; the completed run is saved", "stderr")
+        else:
+            emit(f"scratchnet: {name} received at the end; the run completed (nothing saved: no --out)", "stderr")
         return exit_status(stop.first)
     return 0

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,17 @@ from ..training import History, train
 from . import directory
 from .data import check_same_data, data_digests, load_data
 from .errors import RunError
-from .settings import NUMERICAL_H, OUTPUT_SIZE, WEIGHT_INIT_STD, complete_settings, equivalent_argv, resumed_settings
+from .lock import locked
+from .settings import (
+    CHECKPOINT_EVERY,
+    NUMERICAL_H,
+    OUTPUT_SIZE,
+    WEIGHT_INIT_STD,
+    complete_settings,
+    equivalent_argv,
+    resumed_settings,
+    seconds,
+)
 
 
 class Reporter:
@@ -44,6 +55,9 @@ class Reporter:
 
     def close(self):
         """Training is over (completed, stopped or failed)."""
+
+    def note(self, text):
+        """Something the user should know that is not an error (e.g. what crash recovery did)."""
 
 
 class NeverStop:
@@ -73,6 +87,8 @@ class _Setup:
     net: TwoLayerNet
     history: History  # None for a new run
     batch_seed: np.random.SeedSequence
+    sessions: list  # the iteration at which each session of the run started
+    initial_params: dict = None  # where a run started with --init-from took its parameters
 
 
 def _use_backend(settings, threads):
@@ -120,8 +136,8 @@ def _bytes(n):
         n /= 1000
 
 
-def _set_up(settings, saved, threads):
-    """Backend, data, network (fresh or restored) and the mini-batch seed of a run."""
+def _set_up(settings, saved, threads, init=None):
+    """Backend, data, network (fresh, restored, or initialised from ``init``) and the mini-batch seed of a run."""
     _use_backend(settings, threads)
     data = load_data(settings)
     digests = data_digests(settings["data_dir"])
@@ -133,21 +149,55 @@ def _set_up(settings, saved, threads):
     # Weights and mini-batches get independent streams from the one seed.
     init_seq, batch_seq = np.random.SeedSequence(settings["seed"]).spawn(2)
     net = TwoLayerNet(x_train.shape[1], settings["hidden"], OUTPUT_SIZE, WEIGHT_INIT_STD, seed=init_seq)
+    if init is not None:
+        _restore(net, init, "--init-from")
+        initial = {"from": str(init.directory), "checkpoint_sha256": init.digest}
+        return _Setup(settings, data, digests, net, None, batch_seq, [0], initial)
     if saved is None:
-        return _Setup(settings, data, digests, net, None, batch_seq)
+        return _Setup(settings, data, digests, net, None, batch_seq, [0])
     check_same_data(saved, *digests)
+    _restore(net, saved, "--resume")
+    sessions = [*saved.config.get("sessions", []), saved.history.iterations_done]
+    initial = saved.config.get("initial_params")
+    return _Setup(settings, data, digests, net, saved.history, batch_seq, sessions, initial)
+
+
+def _restore(net, saved, option):
     for k in PARAM_NAMES:
         if saved.params[k].shape != net.params[k].shape:
             raise RunError(
-                f"--resume {saved.directory}: params.npz['{k}'] has shape {saved.params[k].shape}, "
-                f"expected {net.params[k].shape}"
+                f"{option} {saved.directory}: params['{k}'] has shape {saved.params[k].shape}, "
+                f"expected {net.params[k].shape} (--hidden {saved.config['settings']['hidden']} in that run)"
             )
     net.params = saved.params
-    return _Setup(settings, data, digests, net, saved.history, batch_seq)
 
 
 # -- training and evaluation -------------------------------------------------
-def _train_loop(setup, reporter, stop):
+class _Checkpoints:
+    """Commits the run's state to its directory every ``every`` seconds of work (the time saving takes not counted)."""
+
+    def __init__(self, out, setup, every, argv, reporter):
+        self.out, self.setup, self.every, self.argv, self.reporter = out, setup, every, argv, reporter
+        self.started = time.perf_counter()
+        self.last = time.monotonic()
+        self.failed = False
+
+    def __call__(self, history):
+        if time.monotonic() - self.last < self.every:
+            return
+        config = _config(self.setup, history, None, time.perf_counter() - self.started, self.argv)
+        try:
+            directory.commit(self.out, self.setup.net.params, history, config)
+        except OSError as exc:
+            if not self.failed:  # said once; the final save tries again
+                self.reporter.note(
+                    f"--out {self.out}: cannot write a checkpoint ({exc.strerror or exc}); training goes on"
+                )
+            self.failed = True
+        self.last = time.monotonic()
+
+
+def _train_loop(setup, reporter, stop, checkpoint=None):
     """Train setup.net in place until the end or a stop request; returns (history, wall seconds)."""
     s = setup.settings
     (x_train, t_train), (x_test, t_test) = setup.data
@@ -160,6 +210,7 @@ def _train_loop(setup, reporter, stop):
             seed=setup.batch_seed, backend=s["backend"], h=NUMERICAL_H, numgrad_method=s["numgrad_method"],
             history=setup.history,
             on_iteration=reporter.iteration, on_epoch=reporter.epoch, should_stop=lambda: stop.requested,
+            checkpoint=checkpoint,
         )  # fmt: skip
     except FloatingPointError as exc:  # diverged: no use saving NaN parameters
         raise RunError(f"--lr {s['lr']}: {str(exc).removeprefix('learning_rate: ')}", status=1) from None
@@ -212,6 +263,8 @@ def _config(setup, history, final, wall, argv):
         "test_size": len(t_test),
         "threads": get_num_threads(),
         "iterations_done": history.iterations_done,
+        "sessions": setup.sessions,
+        **({"initial_params": setup.initial_params} if setup.initial_params else {}),
         "status": "completed" if final is not None else "interrupted",
         "final": final,
         "wall_time_s": round(wall, 3),
@@ -227,10 +280,13 @@ def _save(out, history, params, config):
         return directory.write_run(out, history, params, config, config["train_size"])
     except OSError as exc:
         reason = f"--out {out}: cannot write results ({exc.strerror or exc})"
+    rescue = None
     try:
         rescue = Path(tempfile.mkdtemp(prefix="scratchnet-rescued-run-"))
         directory.write_run(rescue, history, params, config, config["train_size"])
     except OSError as exc:
+        if rescue is not None:
+            shutil.rmtree(rescue, ignore_errors=True)
         raise RunError(f"{reason}, nor in a temporary directory ({exc}): the run is lost", status=1) from None
     raise RunError(
         f"{reason}; saved the run to {rescue} instead (move it, or continue it with "
@@ -262,8 +318,9 @@ class RunResult:
 
 
 def run_training(
-    settings, out_dir=None, *, resume_from=None, overwrite=False, threads=None, reporter=None, stop=None, argv=None
-):
+    settings, out_dir=None, *, resume_from=None, init_from=None, overwrite=False, threads=None, reporter=None,
+    stop=None, argv=None, checkpoint_every=CHECKPOINT_EVERY,
+):  # fmt: skip
     """One complete run, written to ``out_dir`` exactly as ``scratchnet train --out`` writes it.
 
     Parameters
@@ -275,9 +332,13 @@ def run_training(
         With ``resume_from``, the saved run's settings are used and
         ``settings`` may only raise ``iters``.
     out_dir : str or Path, optional
-        The run directory; checked before training. None: nothing written.
+        The run directory; checked, and locked against other processes,
+        before training. None: nothing written.
     resume_from : str, Path or SavedRun, optional
         Continue this saved run (read by :func:`scratchnet.runs.load_run`).
+    init_from : str, Path or SavedRun, optional
+        Start a new run from this saved run's parameters (not its history
+        or settings).
     overwrite : bool
         Replace a run ``out_dir`` already holds.
     threads : int, optional
@@ -289,6 +350,10 @@ def run_training(
         describes the protocol); None: runs to the end.
     argv : list of str, optional
         Recorded in config.json; default: the equivalent ``scratchnet train`` arguments.
+    checkpoint_every : float, optional
+        Seconds of work between two commits of the run's state to
+        ``out_dir`` (a process killed at any moment loses at most this
+        much work); 0: only at the end.
 
     Returns
     -------
@@ -302,26 +367,47 @@ def run_training(
     """
     reporter = Reporter() if reporter is None else reporter
     stop = NeverStop() if stop is None else stop
-    saved = resume_from
-    if saved is not None and not isinstance(saved, directory.SavedRun):
-        saved = directory.load_run(resume_from)
+    try:
+        checkpoint_every = seconds(checkpoint_every)
+    except ValueError as exc:
+        raise RunError(f"--checkpoint-every {checkpoint_every!r}: {exc}") from None
+    if resume_from is not None and init_from is not None:
+        raise RunError("--init-from: starts a new run; it cannot be combined with --resume")
+    saved = _saved(resume_from, "--resume")
+    init = _saved(init_from, "--init-from")
     if saved is not None:  # the saved settings; the given ones must agree, but for iters
         given = complete_settings({**saved.config["settings"], **settings})
         settings = resumed_settings(saved, {k: given[k] for k in settings})
     settings = complete_settings(settings)
-    with single_threaded_blas_unless_configured():
-        setup = _set_up(settings, saved, threads)
+    with single_threaded_blas_unless_configured(), contextlib.ExitStack() as hold:
+        setup = _set_up(settings, saved, threads, init)
         out = None
         if out_dir is not None:
-            out = directory.prepare_out_dir(out_dir, resuming_from=saved and saved.directory, overwrite=overwrite)
+            out = directory.make_out_dir(out_dir)
+            hold.enter_context(locked(out))
+            removed = directory.claim_out_dir(out, resuming=saved, overwrite=overwrite)
+            if removed:
+                reporter.note(
+                    f"{out}: removed {len(removed)} temporary file(s) of an interrupted save: {', '.join(removed)}"
+                )
         done = 0 if setup.history is None else setup.history.iterations_done
-        reporter.start(settings, setup.net.sizes, done)
-        history, wall = _train_loop(setup, reporter, stop)
-        final = _final_accuracies(setup) if history.iterations_done == settings["iters"] else None
         argv = equivalent_argv(settings, out) if argv is None else argv
+        checkpoints = None
+        if out is not None and checkpoint_every > 0:
+            checkpoints = _Checkpoints(out, setup, checkpoint_every, argv, reporter)
+        reporter.start(settings, setup.net.sizes, done)
+        history, wall = _train_loop(setup, reporter, stop, checkpoints)
+        final = _final_accuracies(setup) if history.iterations_done == settings["iters"] else None
         config = _config(setup, history, final, wall, argv)
         plotted = _save(out, history, setup.net.params, config) if out is not None else True
     return RunResult(
         config["status"], history.iterations_done, settings["iters"], history.iterations_done - done, final,
         max(history.test_acc, default=None), config["wall_time_s"], out, plotted, config,
     )  # fmt: skip
+
+
+def _saved(run, option):
+    """A SavedRun from a run directory (or one already read)."""
+    if run is None or isinstance(run, directory.SavedRun):
+        return run
+    return directory.load_run(run, option)

@@ -30,13 +30,15 @@ DEFAULTS = {
 # Settings that change the computed numbers; a resumed run must keep them.
 # (``iters`` may grow; the thread count never changes results.)
 FIXED_ON_RESUME = ("gradient", "numgrad_method", "backend", "batch_size", "lr", "hidden", "seed", "data_dir")
+MAX_ITERS = 100_000_000  # the history keeps every iteration's loss: about 6 GB of Python objects at this bound
+CHECKPOINT_EVERY = 10.0  # seconds of work between two checkpoints of a run with a directory
 WEIGHT_INIT_STD = 0.01  # the book's initial weights: WEIGHT_INIT_STD * N(0, 1)
 NUMERICAL_H = DEFAULT_H
 OUTPUT_SIZE = 10
 
 
-def int_at_least(lo):
-    """Parser of an integer setting ``>= lo``; raises ValueError saying what was wrong."""
+def int_at_least(lo, at_most=None):
+    """Parser of an integer setting ``>= lo`` (and ``<= at_most``); raises ValueError saying what was wrong."""
 
     def parse(s):
         try:
@@ -45,10 +47,23 @@ def int_at_least(lo):
             raise ValueError(f"expected an integer, got {s!r}") from None
         if v < lo:
             raise ValueError(f"must be >= {lo}, got {v}")
+        if at_most is not None and v > at_most:
+            raise ValueError(f"must be <= {at_most}, got {v}")
         return v
 
     parse.__name__ = "integer"
     return parse
+
+
+def seconds(s):
+    """Parser of a duration in seconds, >= 0; raises ValueError saying what was wrong."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {s!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"must be a finite number of seconds >= 0, got {s}")
+    return v
 
 
 def positive_float(s):
@@ -63,7 +78,7 @@ def positive_float(s):
 
 
 OPTION_TYPES = {
-    "iters": int_at_least(0),
+    "iters": int_at_least(0, at_most=MAX_ITERS),
     "batch_size": int_at_least(1),
     "lr": positive_float,
     "hidden": int_at_least(1),

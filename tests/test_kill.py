@@ -1,0 +1,171 @@
+"""SIGKILL at random instants: a run directory is never unresumable, and a kill loses at most one checkpoint interval.
+
+A child process trains a small net into one directory, with checkpoints
+every CHECKPOINT_EVERY seconds of work, and prints each completed iteration
+with the time it was reported. The test kills it at random instants: half
+uniformly over a session, half the moment a save's temporary file appears
+(mid-save). After each kill:
+
+- the directory holds a resumable state (``load_run`` accepts it) whenever
+  any state was committed before;
+- the state lost is at most one checkpoint interval of work: the time from
+  the last iteration the child reported to the iteration committed is at
+  most CHECKPOINT_EVERY plus SLACK (one stretch, about 0.05 s, and the save
+  of a checkpoint, which the interval does not count);
+
+then resumes (or starts again, if nothing was committed). A run that
+completes must end with parameters bitwise those of a run never killed.
+
+``SCRATCHNET_KILL_SECONDS`` sets the time budget (default 100 s: about 60
+kills on 2 cores, most of each cycle being the child's start-up);
+``python tests/test_kill.py SECONDS`` runs it longer and prints the counts.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scratchnet import runs
+from scratchnet.runs import RunError, directory
+from test_cli import make_mnist_dir
+
+pytestmark = pytest.mark.slow
+
+CHECKPOINT_EVERY = 0.1
+SLACK = 0.25
+SETTINGS = {"gradient": "backprop", "batch_size": 40, "hidden": 6, "lr": 0.5, "iters": 6000}
+
+CHILD = """
+import json, sys, time
+from scratchnet import runs
+
+class Stamps(runs.Reporter):
+    def iteration(self, i, loss):
+        print(i + 1, time.monotonic(), flush=True)
+
+settings, out, resume, every = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "resume", float(sys.argv[4])
+runs.run_training(settings, out, resume_from=out if resume else None, threads=1, reporter=Stamps(),
+                  checkpoint_every=every)
+print("done", flush=True)
+"""
+
+
+class Session:
+    """One child process, its output read as it comes."""
+
+    def __init__(self, settings, out, resume, env):
+        args = [json.dumps(settings), str(out), "resume" if resume else "new", str(CHECKPOINT_EVERY)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.stamps = {}  # iterations done -> monotonic time reported
+        self.done = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line == "done\n":
+                self.done = True
+            else:
+                i, t = line.split()
+                self.stamps[int(i)] = float(t)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        return self.finish()
+
+    def finish(self):
+        self.proc.wait(timeout=120)
+        self.reader.join(timeout=30)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return err
+
+
+SAVED = tuple(directory.RUN_FILES)  # a save writes .<name>.<random>.tmp, then renames it to <name>
+
+
+def wait_for_a_save(out, deadline):
+    """Return as soon as a temporary file of a save is in ``out`` (or at ``deadline``)."""
+    while time.monotonic() < deadline:
+        if any(p.name.endswith(".tmp") and p.name[1:].startswith(SAVED) for p in out.iterdir()):
+            return
+        time.sleep(0.0005)
+
+
+def kill_campaign(data_dir, workdir, seconds, seed=0):
+    """Kill runs at random instants for ``seconds``; returns the counts, failing on any broken promise."""
+    env = {**os.environ, "SCRATCHNET_CACHE_DIR": str(workdir / "cache")}
+    settings = {**SETTINGS, "data_dir": str(data_dir)}
+    reference = runs.run_training(settings, workdir / "reference", threads=1, checkpoint_every=0)
+    expected = runs.load_run(reference.out).params
+    rng = random.Random(seed)
+    counts = {"kills": 0, "kills_mid_save": 0, "unresumable": 0, "completed_runs": 0, "max_lost_s": 0.0}
+    end = time.monotonic() + seconds
+    run_number, committed = 0, False
+    out = workdir / "run0"
+    session_length = 2.0  # seconds from start to end of a session, learnt as sessions end
+    while time.monotonic() < end:
+        session = Session(settings, out, committed, env)
+        mid_save = rng.random() < 0.5
+        time.sleep(rng.uniform(0, session_length))
+        if mid_save and out.exists():
+            wait_for_a_save(out, time.monotonic() + session_length)
+        started = time.monotonic()
+        if session.proc.poll() is None:
+            err = session.kill()
+            counts["kills"] += 1
+            counts["kills_mid_save"] += mid_save
+        else:
+            err = session.finish()
+            session_length = max(session_length, time.monotonic() - started + 0.5)
+        assert "Traceback" not in err, err
+        try:
+            saved = runs.load_run(out) if directory.holds_run(out) else None
+        except RunError as exc:
+            counts["unresumable"] += 1
+            pytest.fail(f"unresumable after kill {counts['kills']}: {exc}")
+        if committed and saved is None:
+            counts["unresumable"] += 1
+            pytest.fail(f"the run in {out} was lost at kill {counts['kills']}")
+        committed = saved is not None
+        if saved is not None and session.stamps:
+            last = max(session.stamps)
+            at_commit = session.stamps.get(saved.history.iterations_done, min(session.stamps.values()))
+            lost = session.stamps[last] - at_commit
+            counts["max_lost_s"] = max(counts["max_lost_s"], lost)
+            assert lost <= CHECKPOINT_EVERY + SLACK, (last, saved.history.iterations_done, lost)
+        if session.done:
+            assert saved.config["status"] == "completed"
+            for k, a in expected.items():
+                assert a.tobytes() == saved.params[k].tobytes(), f"{k} after {len(saved.config['sessions'])} sessions"
+            counts["completed_runs"] += 1
+            run_number += 1
+            out, committed = workdir / f"run{run_number}", False
+    return counts
+
+
+def test_sigkill_at_random_instants_never_loses_a_run(tmp_path):
+    data = make_mnist_dir(tmp_path / "mnist", 40, 40)
+    seconds = float(os.environ.get("SCRATCHNET_KILL_SECONDS", "100"))
+    counts = kill_campaign(data, tmp_path, seconds)
+    print(f"kill test: {json.dumps(counts)}")
+    assert counts["kills"] >= seconds / 10 and counts["kills_mid_save"] >= 1
+    assert counts["unresumable"] == 0
+
+
+if __name__ == "__main__":  # python tests/test_kill.py SECONDS: the longer run, its counts printed
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(kill_campaign(make_mnist_dir(Path(tmp) / "mnist", 40, 40), Path(tmp), float(sys.argv[1]))))
