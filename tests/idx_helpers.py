@@ -7,22 +7,19 @@ inputs that could hang or exhaust memory; :func:`time_limit` bounds a call
 in this process.
 """
 
-import base64
 import contextlib
 import gzip
-import json
 import os
-import select
 import shutil
 import signal
 import stat
 import struct
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
 import numpy as np
+
+from child_runner import Child, ChildFailed
 
 IDX_CODES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
 
@@ -139,31 +136,19 @@ def time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
-# The child of Sandbox: one load_mnist per request line, one JSON reply line.
-_CHILD = r"""
-import base64, json, os, resource, sys
+def _load_mnist(request):
+    """Sandbox's request, in the child: load_mnist with the request's cache folder and arguments."""
+    from scratchnet.datasets import MNISTError, load_mnist
 
-limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from scratchnet.datasets import MNISTError, load_mnist
-
-for line in sys.stdin:
-    request = json.loads(line)
     os.environ["SCRATCHNET_CACHE_DIR"] = request.pop("cache")
     try:
         (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False, **request)
-        pairs = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
-        reply = {
-            "arrays": {
-                key: [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]
-                for key, a in pairs.items()
-            }
-        }
     except Exception as exc:
-        reply = {"raised": [type(exc).__name__, isinstance(exc, MNISTError), str(exc)]}
-    sys.stdout.write(json.dumps(reply) + "\n")
-    sys.stdout.flush()
-"""
+        return {"raised": (type(exc).__name__, isinstance(exc, MNISTError), str(exc))}
+    return {"arrays": {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}}
+
+
+HANDLERS = {"load_mnist": _load_mnist}
 
 
 class Outcome(typing.NamedTuple):
@@ -178,7 +163,7 @@ class Outcome(typing.NamedTuple):
 
 
 class Sandbox:
-    """Runs load_mnist in a child interpreter, bounded in time and memory.
+    """Runs load_mnist in a child interpreter (child_runner.Child), bounded in time and memory.
 
     A load that blocks (a FIFO opened for reading) or reads without end
     (/dev/zero) would take the whole test run with it; in the child it costs
@@ -188,48 +173,23 @@ class Sandbox:
     """
 
     def __init__(self, timeout=15.0, memory=2**30):
-        self.timeout, self.memory, self.proc = timeout, memory, None
+        self.timeout = timeout
+        self.child = Child("idx_helpers", memory=memory, python_options=("-W", "error"))
 
     def load(self, cache, data_dir=None, **kwargs):
         """load_mnist(normalize=False, flatten=False, data_dir=..., **kwargs)
         with SCRATCHNET_CACHE_DIR=cache, in the child; returns an Outcome."""
-        if self.proc is None:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-W", "error", "-c", _CHILD, str(self.memory)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
         request = dict(kwargs, cache=str(cache), data_dir=None if data_dir is None else str(data_dir))
         try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            return Outcome("died")
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            kind = "timeout" if not ready else "died"
-            self.close()
-            return Outcome(kind)
-        reply = json.loads(line)
+            reply = self.child.call("load_mnist", request, self.timeout)
+        except ChildFailed as failure:
+            return Outcome("timeout" if failure.how == "hang" else "died")
         if "raised" in reply:
-            return Outcome("raised", error=tuple(reply["raised"]))
-        arrays = {
-            key: np.frombuffer(base64.b64decode(data), dtype=np.dtype(dtype)).reshape(shape)
-            for key, (dtype, shape, data) in reply["arrays"].items()
-        }
-        return Outcome("arrays", arrays=arrays)
+            return Outcome("raised", error=reply["raised"])
+        return Outcome("arrays", arrays=reply["arrays"])
 
     def close(self):
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()
-            self.proc = None
+        self.child.close()
 
 
 def assert_loaded(outcome, arrays):
