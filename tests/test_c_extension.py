@@ -38,9 +38,17 @@ def _vec(m=4, dtype=np.float64):
     return np.zeros(m, dtype=dtype)
 
 
+def _unaligned_copy(a):
+    """A C-contiguous copy of ``a`` whose data starts 1 byte past an aligned address."""
+    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    u = raw[1:].view(a.dtype).reshape(a.shape)
+    u[...] = a
+    return u
+
+
 def _unaligned(m=4):
-    """A C-contiguous float64 vector whose data starts 1 byte past an aligned address."""
-    v = np.frombuffer(np.zeros(8 * m + 1, dtype=np.uint8)[1:].data, dtype=np.float64)
+    """A C-contiguous float64 vector of zeros, not aligned."""
+    v = _unaligned_copy(np.zeros(m))
     assert v.flags.c_contiguous and not v.flags.aligned
     return v
 
@@ -423,3 +431,54 @@ def test_count_correct_pair_is_two_count_correct_calls(rng, threads):
         assert got == expected and all(type(v) is int for v in got)
     with pytest.raises(ValueError, match=r"test_labels: label 5 at index 1 out of range \[0, 5\)"):
         c.count_correct_pair(train, labels, test, np.r_[0, 5, labels_t[2:]], params)
+
+
+# -- what the kernels see -------------------------------------------------------
+def _arrays_in(obj):
+    """Every array in ``obj`` (and the array a view is of), in tuples (the kernels' structs too), lists and dicts."""
+    if isinstance(obj, np.ndarray):
+        return [obj] + ([obj.base] if isinstance(obj.base, np.ndarray) else [])
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [a for v in values for a in _arrays_in(v)]
+
+
+def test_the_c_kernels_see_aligned_copies_of_unaligned_arrays(monkeypatch):
+    # Found by fuzzing: as_float64 (np.asarray(..., order="C")), _check_x's float32 path and
+    # kernel_params (np.ascontiguousarray) keep an unaligned C-contiguous
+    # array as it is, and module.c takes any buffer: the kernels then load
+    # doubles from misaligned addresses, undefined behaviour in C (UBSan in
+    # tools/sanitize.sh: "sparse.c:21: load of misaligned address ... for
+    # type 'const double'"). Expected: the kernels see aligned copies, the
+    # results are those of aligned inputs.
+    class AlignedOnly:
+        def __getattr__(self, name):
+            kernel = getattr(real, name)
+
+            def checked(*args):
+                for a in _arrays_in(args):
+                    assert a.flags.aligned, f"_ckernels.{name} got an unaligned array"
+                return kernel(*args)
+
+            return checked
+
+    real = c._ckernels
+    monkeypatch.setattr(c, "_ckernels", AlignedOnly())
+    x = np.array([[0.5, 0.0, 2.0], [1.0, 0.0, 3.0]])
+    assert not _unaligned_copy(x).flags.aligned
+    np.testing.assert_array_equal(
+        scratchnet.sigmoid(_unaligned_copy(x), backend="c"), scratchnet.sigmoid(x, backend="c")
+    )
+    np.testing.assert_array_equal(
+        scratchnet.softmax(_unaligned_copy(x), backend="c"), scratchnet.softmax(x, backend="c")
+    )
+    y = scratchnet.softmax(x)
+    assert scratchnet.cross_entropy_error(_unaligned_copy(y), [0, 2], backend="c") == scratchnet.cross_entropy_error(
+        y, [0, 2], backend="c"
+    )
+    net = scratchnet.TwoLayerNet(3, 2, 2, seed=0)
+    for xx in (x, x.astype(np.float32)):
+        np.testing.assert_array_equal(net.predict(_unaligned_copy(xx), backend="c"), net.predict(xx, backend="c"))
+    aligned = net.numerical_gradient(x, [0, 1], backend="c")
+    net.params = {k: _unaligned_copy(v) for k, v in net.params.items()}
+    got = net.numerical_gradient(x, [0, 1], backend="c")
+    assert all(got[k].tobytes() == aligned[k].tobytes() for k in ("W1", "b1", "W2", "b2"))

@@ -175,6 +175,18 @@ def test_sum_squares_error_shape_mismatch():
         sn.sum_squares_error(np.zeros(2), np.zeros(3))
 
 
+def test_sum_squares_error_overflows_to_inf_and_refuses_nan_by_name():
+    # Found by fuzzing: 0.5 * sum((y - t)**2) gave RuntimeWarning "overflow encountered in
+    # subtract/square" and inf; "invalid value" and NaN for inf - inf.
+    # Expected: inf where the true value exceeds float64 (its correct
+    # rounding), and NaN or inf inputs refused by name, as cross_entropy_error does.
+    assert sn.sum_squares_error(np.array([1e308]), np.array([-1e308])) == np.inf
+    with pytest.raises(ValueError, match=r"^y: "):
+        sn.sum_squares_error(np.array([np.inf]), np.array([np.inf]))
+    with pytest.raises(ValueError, match=r"^t: "):
+        sn.sum_squares_error(np.array([0.5]), np.array([np.nan]))
+
+
 # -- cross_entropy_error -------------------------------------------------------
 def _probabilities(rng, n, k):
     return naive.softmax(rng.normal(scale=3.0, size=(n, k)))
@@ -281,6 +293,19 @@ def test_cross_entropy_names_a_meaningless_probability(backend, value, what):
         sn.cross_entropy_error(y, [1, 0, 1], backend=backend)
     # The loss reads only y[n, t_n]: a bad value elsewhere does not matter.
     assert sn.cross_entropy_error(y, [1, 1, 1], backend=backend) == pytest.approx(-math.log(0.5 + 1e-7), rel=4 * EPS)
+
+
+# -- malformed input ---------------------------------------------------------------
+@pytest.mark.parametrize("call", ["sigmoid", "softmax", "cross_entropy_error", "sum_squares_error"])
+def test_ragged_lists_are_refused_by_name(call):
+    # Found by fuzzing: np.asarray's ValueError ("setting an array element
+    # with a sequence ...") came through unchanged, naming no argument.
+    ragged = [[0.5, 0.5], [1.0]]
+    with pytest.raises(ValueError, match=r"^(x|y): "):
+        if call in ("sigmoid", "softmax"):
+            getattr(sn, call)(ragged)
+        else:
+            getattr(sn, call)(ragged, [[0.0, 1.0], [1.0, 0.0]])
 
 
 # -- every backend agrees, and threads do not change a bit ------------------------

@@ -9,6 +9,8 @@ compiled backends directly with the NumPy reference.
 
 import functools
 import math
+import re
+import warnings
 import zlib
 
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 
 import naive
 import scratchnet
+from conftest import selected_backends
 from scratchnet import gradient_check
 
 H_STEP = 1e-4
@@ -786,3 +789,177 @@ def test_bad_input():
     nan_param.params["W2"][0, 0] = np.nan
     with pytest.raises(ValueError, match=r"params\['W2'\]"):
         nan_param.gradient(x, t)
+
+
+# -- what fuzzing found: NaN, overflow and malformed parameters ----------------------------
+# Each test below is the smallest example of something the fuzz tests
+# (test_fuzz_net_methods.py) once found; its comment says what went wrong,
+# its name what holds now.
+def _net_with(W1, b1, W2, b2):
+    params = {k: np.array(v, dtype=np.float64) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2).items()}
+    (d, h), k = params["W1"].shape, params["W2"].shape[1]
+    net = scratchnet.TwoLayerNet(d, max(h, 1), max(k, 1))  # the sizes the parameters have (zero ones tested below)
+    net.params = params
+    return net
+
+
+def _finite_and_equal_on_every_backend(get):
+    """get(backend) on each selected backend: finite dicts of arrays, numba and c bitwise equal."""
+    results = {b: get(b) for b in selected_backends()}
+    for b, g in results.items():
+        for name, v in g.items():
+            assert np.isfinite(v).all(), f"{b}: {name} = {v}"
+    if "numba" in results and "c" in results:
+        for name, v in results["numba"].items():
+            assert v.tobytes() == results["c"][name].tobytes(), f"numba and c differ in {name}"
+    return results
+
+
+def test_a_saturated_unit_pushed_back_has_finite_gradients():
+    # sigmoid_step(a, d) (numgrad_perturbed, every backend) divides 0 by 0
+    # when sigmoid(a) or sigmoid(-a) underflows (|a| > ~745) and a step of
+    # the opposite sign exp-underflows too (|d| > ~745): here a1 = 1.26e4
+    # and x h = 1e3. The chapter's loop gives 0 (the unit stays saturated).
+    net = scratchnet.TwoLayerNet(1, 1, 2, seed=0)  # W1 = 0.0012573
+    for method in ("series", "perturbed"):
+        got = _finite_and_equal_on_every_backend(
+            lambda b, method=method: net.numerical_gradient([[1e7]], [0], method=method, backend=b)
+        )
+        assert all(g["W1"][0, 0] == 0.0 for g in got.values()), got
+    # the same through b1: a1 = -800, h = 1000
+    net = _net_with([[0.0]], [-800.0], [[1.0, 0.0]], [0.0, 0.0])
+    _finite_and_equal_on_every_backend(lambda b: net.numerical_gradient([[0.0]], [0], h=1000.0, backend=b))
+
+
+def test_b2_gradient_is_finite_for_steps_beyond_709():
+    # numba and c: the numerical gradient of b2 is NaN once h > ~709.78
+    # (exp(h) overflows); numpy gives -/+0.008059047875479...
+    net = _net_with([[0.0]], [0.0], [[0.0, 0.0]], [0.0, 0.0])
+    for method in ("series", "perturbed"):
+        got = _finite_and_equal_on_every_backend(
+            lambda b, method=method: net.numerical_gradient([[0.0]], [0], h=1000.0, method=method, backend=b)
+        )
+        for g in got.values():
+            np.testing.assert_allclose(g["b2"], [-0.00805904787547916, 0.00805904787547916], rtol=1e-12)
+
+
+def test_hidden_gradient_is_finite_when_a_logit_moves_by_more_than_37():
+    # numba and c: the perturbed loss of a hidden unit is NaN when its step
+    # moves a logit by more than ~37.43 = log(2**54): here b1 +- 3 moves z by
+    # 0.45 and the logit by 45. numpy: 0 (one class: the loss is constant).
+    net = _net_with([[1.0]], [0.0], [[100.0]], [0.0])
+    got = _finite_and_equal_on_every_backend(
+        lambda b: net.numerical_gradient([[0.0]], [0], h=3.0, method="perturbed", backend=b)
+    )
+    assert all(g["b1"][0] == 0.0 for g in got.values()), got
+    net = _net_with([[1.0]], [0.0], [[100.0, 0.0]], [0.0, 0.0])  # two classes: numpy -0.0014463832114449...
+    _finite_and_equal_on_every_backend(lambda b: net.numerical_gradient([[0.0]], [0], h=3.0, backend=b))
+
+
+@pytest.mark.parametrize(
+    "params, method",
+    [
+        # numba and c: the moments q_p = sum_k e_k W2[j, k]^p / p! of a hidden
+        # unit overflow once |W2| > ~1e77 (p = 4), and a step that moves z by
+        # exactly 0 (b1 = -1000: z = 0 either side) times q = inf is NaN, by
+        # both methods. numpy: 0 (the unit is saturated: the loop's 0).
+        (([[0.0]], [-1000.0], [[1e100, -1e100]], [0.0, 0.0]), "series"),
+        (([[0.0]], [-1000.0], [[1e100, -1e100]], [0.0, 0.0]), "perturbed"),
+        # numpy's series: hidden_coefficients' v**m overflows (RuntimeWarning)
+        # and the NaN coefficients pass the remainder bound (NaN compares
+        # false): W1 and b1 NaN, where numpy's perturbed method gives 0.
+        (([[0.0]], [-1e297], [[2.5e299, -2.5e299]], [5e299, -5e299]), "series"),
+    ],
+    ids=["moments-series", "moments-perturbed", "numpy-coefficients"],
+)
+def test_huge_output_weights_give_finite_hidden_gradients(backend, params, method):
+    net = _net_with(*params)
+    g = net.numerical_gradient([[0.0]], [0], h=0.5, method=method, backend=backend)
+    assert np.isfinite(g["W1"]).all() and np.isfinite(g["b1"]).all(), g
+
+
+@pytest.mark.parametrize(
+    "params, x",
+    [
+        # a2 = 1.7e308 z + 1.7e308 overflows: NaN probabilities, NaN loss, on every backend
+        (([[1.0]], [0.0], [[1.7e308, 0.0]], [1.7e308, 0.0]), [[1.0]]),
+        # a1 = 2e308 - 2e308: numba and c NaN; numpy's BLAS (FMA) inf, so z = 1, y = [0.731, 0.269];
+        # the true a1 is 0 (y = [0.622, 0.378])
+        (([[2.0], [-2.0]], [0.0], [[1.0, 0.0]], [0.0, 0.0]), [[1e308, 1e308]]),
+    ],
+    ids=["logit-overflow", "hidden-overflow"],
+)
+def test_an_overflowing_forward_pass_is_finite_or_named(backend, params, x):
+    # finite x and params pass every check, then the forward pass overflows:
+    # predict returns NaN "probabilities" and loss NaN, without a word (and
+    # cross_entropy_error raises ValueError for the same NaN). Expected:
+    # probabilities (computed without the overflow), or a documented
+    # exception naming x or params.
+    net = _net_with(*params)
+    try:
+        y, loss = net.predict(x, backend=backend), net.loss(x, [0], backend=backend)
+    except (ValueError, FloatingPointError) as exc:
+        assert re.match(r"(x|params)\b", str(exc)), exc
+    else:
+        assert np.isfinite(y).all() and math.isfinite(loss), (y, loss)
+
+
+def test_numpy_backend_is_silent_and_agrees_where_the_compiled_ones_are():
+    # The reference backend once raised RuntimeWarning (an error under pytest's settings, and for users
+    # who follow them) on inputs the others take silently and the docstrings accept: x = 1e100 overflows
+    # numgrad_series.py's powers of x. Warnings are errors here whatever pytest's settings, and the
+    # gradient must agree with the compiled backends' to the rounding of a central difference of a
+    # loss near log 2 at h = 1e-4 (eps * 0.69 / 1e-4 = 1.5e-12; 1e-11 leaves a margin).
+    net = _net_with([[1e-100]], [0.0], [[1.0, 0.0]], [0.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = net.numerical_gradient([[1e100]], [0], backend="numpy")
+    for backend in set(selected_backends()) - {"numpy"}:
+        expected = net.numerical_gradient([[1e100]], [0], backend=backend)
+        for name in got:
+            np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-11, err_msg=f"{backend} {name}")
+    net = _net_with([[1.7976931348623157e308]], [0.0], [[1.0, 0.0]], [0.0, 0.0])  # forward.py: overflow in matmul
+    with pytest.raises(FloatingPointError, match=r"^x: the hidden pre-activations"):  # the compiled backends' error
+        net.predict([[2.0]], backend="numpy")
+
+
+def test_predict_refuses_a_ragged_list_by_name():
+    # np.asarray's ValueError ("setting an array element with a sequence
+    # ...") came through unchanged: it named no argument.
+    with pytest.raises(ValueError, match=r"^x: "):
+        scratchnet.TwoLayerNet(2, 1, 2).predict([[0.5, 0.5], [1.0]])
+
+
+@pytest.mark.parametrize("empty", ["hidden", "classes"])
+def test_parameters_with_no_hidden_unit_or_no_class_are_refused_by_name(backend, empty):
+    # W1 (D, 0) / W2 (H, 0) pass kernel_params. No hidden unit: numba and c
+    # return gradients, numpy's series raises "zero-size array to reduction
+    # operation maximum which has no identity". No class: numba's predict
+    # returns an (N, 0) array, c raises "forward: k (classes ...) must be >= 1",
+    # numpy the zero-size message. Expected: the same on every backend, and
+    # an error (TwoLayerNet itself refuses sizes < 1) naming params.
+    if empty == "hidden":
+        net = _net_with(np.zeros((1, 0)), np.zeros(0), np.zeros((0, 2)), [0.0, 0.0])
+        call = lambda: net.numerical_gradient([[1.0]], [0], backend=backend)  # noqa: E731
+    else:
+        net = _net_with([[1.0]], [0.0], np.zeros((1, 0)), np.zeros(0))
+        call = lambda: net.predict([[1.0]], backend=backend)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^params\['W[12]'\]: "):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda net, x: net.numerical_gradient(x, [0, 1], h=10**400),  # OverflowError: int too large to convert
+        lambda net, x: gradient_check(net, x, [0, 1], h=10**400),  # the same
+    ],
+    ids=["numerical_gradient-h", "gradient_check-h"],
+)
+def test_an_integer_step_beyond_float64_is_refused_by_name(call):
+    # check_step's float(h) raised OverflowError (numerical_diff says
+    # "h: expected a positive finite step" for the same h). Expected:
+    # ValueError naming h.
+    net = scratchnet.TwoLayerNet(2, 2, 2, seed=0)
+    with pytest.raises(ValueError, match=r"^h: "):
+        call(net, np.array([[0.5, 1.0], [1.0, 0.0]]))

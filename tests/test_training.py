@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -6,6 +7,8 @@ import pytest
 from scratchnet import History, TwoLayerNet, train
 from scratchnet.datasets import load_mnist
 from scratchnet.training import is_epoch_iteration
+
+PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +314,83 @@ def test_bad_parameters_are_refused_before_training(toy):
     x_train[3, 2] = np.nan
     with pytest.raises(ValueError, match="x_train: contains NaN or inf"):
         train(net, x_train, *toy[1:], iters_num=5, batch_size=10)
+
+
+# -- what fuzzing found: read-only, malformed and overflowing parameters ---------------
+# Each test below is the smallest example of something the fuzz tests
+# (test_fuzz_train.py) once found; its comment says what went wrong, its
+# name what holds now.
+def test_train_with_a_read_only_parameter_updates_nothing(backend):
+    # _step writes params[key][...] = updated[key] key by key: b2 read-only
+    # fails after W1, b1 and W2 were updated, with NumPy's "assignment
+    # destination is read-only". Expected: nothing updated (checked before
+    # the first write), an error naming params['b2'].
+    net = TwoLayerNet(2, 2, 2, seed=0)
+    net.params["b2"].flags.writeable = False
+    before = {k: v.copy() for k, v in net.params.items()}
+    x = np.array([[0.5, 1.0], [1.0, 0.0]])
+    with pytest.raises((TypeError, ValueError)) as info:
+        train(net, x, [0, 1], x, [0, 1], iters_num=1, batch_size=2, gradient="backprop", backend=backend)
+    assert [k for k in PARAM_NAMES if not np.array_equal(net.params[k], before[k])] == []
+    assert re.match(r"params\b", str(info.value)), info.value
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        lambda p: list(p.values()),  # TypeError: list indices must be integers or slices, not str
+        lambda p: None,  # TypeError: 'NoneType' object is not subscriptable
+        lambda p: {k: v for k, v in p.items() if k != "W2"},  # KeyError: 'W2'
+        lambda p: dict(p, W1=p["W1"].tolist()),  # AttributeError: 'list' object has no attribute 'shape'
+        lambda p: dict(p, W1=np.float64(0.0)),  # IndexError: tuple index out of range
+    ],
+    ids=["list", "None", "no-W2", "W1-list", "W1-0-d"],
+)
+def test_malformed_params_are_refused_by_name(params):
+    # train's check_data reads network.params["W1"].shape[0] and
+    # ["W2"].shape[1] before check_params: the net's own methods raise
+    # TypeError/KeyError naming params for the same dicts.
+    net = TwoLayerNet(2, 2, 2, seed=0)
+    net.params = params(net.params)
+    x = np.array([[0.5, 1.0], [1.0, 0.0]])
+    with pytest.raises((TypeError, ValueError, KeyError)) as info:
+        train(net, x, [0, 1], x, [0, 1], iters_num=1, batch_size=1)
+    message = info.value.args[0] if info.value.args else ""
+    assert re.match(r"params\b", str(message)), info.value
+
+
+@pytest.mark.parametrize("name", ["h", "learning_rate"])
+def test_integer_settings_beyond_float64_are_refused_by_name(name):
+    # check_step's float(h) raised OverflowError ("int too large to
+    # convert"); np.isfinite(learning_rate) raised TypeError "ufunc 'isfinite'
+    # not supported for the input types ...". Expected: ValueError naming the argument.
+    net = TwoLayerNet(2, 2, 2, seed=0)
+    x = np.array([[0.5, 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=rf"^{name}: "):
+        train(net, x, [0, 1], x, [0, 1], iters_num=1, batch_size=1, **{name: 10**400})
+
+
+def test_a_diverged_loss_leaves_the_parameters_as_they_were(backend):
+    # _iteration applies the update (_step: finite, so accepted), then the
+    # loss of the updated net is NaN (its logits overflow: b2 ~ 1.2e308) and
+    # train raises FloatingPointError "training diverged at iteration 0":
+    # net.params keep iteration 0's update although no History has that
+    # iteration (the other FloatingPointError leaves the parameters "as they
+    # were at the end of the previous iteration"). Expected: the same here.
+    net = TwoLayerNet(1, 2, 3, seed=1)
+    before = {k: v.copy() for k, v in net.params.items()}
+    x = np.array([[0.0]])
+    with pytest.raises(FloatingPointError, match="^learning_rate: "):
+        train(
+            net,
+            x,
+            [0],
+            x,
+            [0],
+            iters_num=1,
+            batch_size=1,
+            learning_rate=1.7976931348623157e308,
+            gradient="backprop",
+            backend=backend,
+        )
+    assert [k for k in PARAM_NAMES if net.params[k].tobytes() != before[k].tobytes()] == []
