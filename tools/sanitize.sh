@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Build the C extension with AddressSanitizer and UndefinedBehaviorSanitizer
 # in a throwaway virtual environment, and run the tests that reach the C
-# kernels under both sanitizers: tests/test_c_extension.py and the
+# kernels under both sanitizers: tests/test_c_extension.py, the
 # backend-"c" cases of test_functions.py, test_kernels.py and
-# test_network.py, then the fuzz suite of test_fuzz_network.py on c and numpy.
+# test_network.py and two of test_training.py, then the fuzz suite of the
+# chapter's functions, TwoLayerNet's methods, train and the command line
+# (tests/test_fuzz_{functions,net_methods,train,cli}.py, with the child
+# runner's own tests) on c and numpy.
 #
 #   tools/sanitize.sh [extra pytest arguments]
 #
@@ -78,6 +81,8 @@ status=0
 start=$SECONDS
 SCRATCHNET_TEST_BACKENDS=c python -m pytest -p no:cacheprovider -q --capture=sys \
     tests/test_c_extension.py tests/test_functions.py tests/test_kernels.py tests/test_network.py \
+    tests/test_training.py::test_train_with_a_read_only_parameter_updates_nothing \
+    tests/test_training.py::test_a_diverged_loss_leaves_the_parameters_as_they_were \
     -k "not numba" "$@" || status=$?
 echo "sanitize: C backend tests ran in $((SECONDS - start)) s"
 
@@ -85,7 +90,8 @@ echo "sanitize: C backend tests ran in $((SECONDS - start)) s"
 # sanitizers), a failing example reported unshrunk (each crashing candidate
 # would cost a restart of an instrumented child).
 start=$SECONDS
-SCRATCHNET_FUZZ_SHRINK=0 SCRATCHNET_TEST_BACKENDS=c,numpy python -m pytest -p no:cacheprovider -q --capture=sys tests/test_fuzz_network.py "$@" \
-    || status=$?
+SCRATCHNET_FUZZ_SHRINK=0 SCRATCHNET_TEST_BACKENDS=c,numpy python -m pytest -p no:cacheprovider -q --capture=sys \
+    tests/test_child_runner.py tests/test_fuzz_functions.py tests/test_fuzz_net_methods.py tests/test_fuzz_train.py \
+    tests/test_fuzz_cli.py "$@" || status=$?
 echo "sanitize: fuzz tests ran in $((SECONDS - start)) s"
 exit $status
