@@ -384,7 +384,7 @@ def test_training_runs_with_one_blas_thread_unless_the_user_says_otherwise(monke
         assert blas_threads() == before  # the user's setting wins: nothing changed
 
 
-# -- hardening: a run is never lost to where it is written ---------------------
+# -- a run is never lost to where it is written ---------------------------------
 
 
 def one_line_error(status, err, option):

@@ -306,7 +306,7 @@ def test_gradient_descent_bad_input(kwargs, error, match):
         sn.gradient_descent(function_2, **kwargs)
 
 
-# -- hardening: jitted f that raises or ignores x, history memory, bad steps and x --
+# -- jitted f that raises or ignores x, history memory, bad steps and x -------------
 @numba.njit
 def raises_past_two(x):
     # raises only where the loop perturbs x[1] = 2 upwards: one element of many

@@ -1,9 +1,7 @@
-"""Bad inputs that once crashed, hung, lost work or misled: one test per case.
-
-Each test names its row in the hardening issue's table; every backend runs
-each one. (The data files and cache: test_datasets.py; gradient.py:
-test_gradient.py; the C glue: test_c_extension.py; the command line:
-test_cli.py.)
+"""Bad inputs that once crashed, hung, lost work or misled: one test per case,
+named for what holds now; every backend runs each one. (The data files and
+cache: test_datasets.py; gradient.py: test_gradient.py; the C glue:
+test_c_extension.py; the command line: test_cli.py.)
 """
 
 import numpy as np
