@@ -80,7 +80,7 @@ SHRINK = (
     else {"phases": [phase for phase in hypothesis.Phase if phase != hypothesis.Phase.shrink]}
 )
 FUNCTION_ERRORS = (TypeError, ValueError)
-NETWORK_ERRORS = (TypeError, ValueError, KeyError)
+NETWORK_ERRORS = (TypeError, ValueError, KeyError, FloatingPointError)  # the last: an overflowing forward pass
 TRAIN_ERRORS = (TypeError, ValueError, KeyError, FloatingPointError)
 
 
@@ -145,10 +145,19 @@ def build(spec):
 
 
 def net_with(params_spec):
-    """A TwoLayerNet whose params are the built ``params_spec``."""
-    net = sn.TwoLayerNet(1, 1, 1)
+    """A TwoLayerNet of the sizes W1 and W2 in ``params_spec`` give (1 where
+    they give none), with the built ``params_spec`` as its params."""
+    net = sn.TwoLayerNet(*(max(size, 1) for size in net_sizes(params_spec)))
     net.params = build(params_spec)
     return net
+
+
+def net_sizes(params_spec):
+    """(D, H, K) as W1 (D, H) and W2 (., K) of a parameter spec say, 0 where they say nothing."""
+    w1, w2 = (params_spec.get(name) if isinstance(params_spec, dict) else None for name in ("W1", "W2"))
+    d, h = w1.base.shape if isinstance(w1, Arr) and w1.base.ndim == 2 else (0, 0)
+    k = w2.base.shape[1] if isinstance(w2, Arr) and w2.base.ndim == 2 else 0
+    return d, h, k
 
 
 # =============================================================================

@@ -3,11 +3,12 @@ numerical_gradient, gradient) and gradient_check on every backend, each
 example in a child interpreter.
 
 The contract (fuzz_harness.py): a result or a documented exception
-(TypeError, ValueError, KeyError) naming the argument at fault, no warning,
-crash or hang, inputs and ``net.params`` unchanged, the same outcome on
-every backend; here also probabilities, a loss in [LOSS_MIN, LOSS_MAX], an
-accuracy that is a fraction of N, gradients without NaN, numba and c bit
-for bit, numpy within the rounding bounds derived below.
+(TypeError, ValueError, KeyError; FloatingPointError for a forward pass
+that overflows) naming the argument at fault, no warning, crash or hang,
+inputs and ``net.params`` unchanged, the same outcome on every backend;
+here also probabilities, a loss in [LOSS_MIN, LOSS_MAX], an accuracy that
+is a fraction of N, gradients without NaN, numba and c bit for bit, numpy
+within the rounding bounds derived below.
 """
 
 import dataclasses

@@ -222,8 +222,10 @@ def _run_train_on(case, backend):
         kwargs["on_iteration"] = lambda i, loss: ends.append(params_bytes(net.params))
     elif case.on_iteration is not None:
         kwargs["on_iteration"] = case.on_iteration
-    if case.should_stop is not None:
-        kwargs["should_stop"] = StopAfter(case.should_stop) if isinstance(case.should_stop, int) else case.should_stop
+    if isinstance(case.should_stop, int):  # stop at the very iteration: documented to need stretch=1
+        kwargs.update(should_stop=StopAfter(case.should_stop), stretch=1)
+    elif case.should_stop is not None:
+        kwargs["should_stop"] = case.should_stop
     out = outcome(
         backend, lambda: sn.train(net, *data, history=history, **kwargs), TRAIN_ERRORS, (data,), convert=_result_value
     )
