@@ -293,6 +293,23 @@ def test_parameters_corrupted_mid_run_are_named(toy):
     assert np.array_equal(net.params["W1"], seen["W1"])
 
 
+@pytest.mark.parametrize("gradient", ["numerical", "backprop"])
+@pytest.mark.parametrize("stretch", [1, None])
+def test_logits_that_overflow_blame_the_learning_rate(toy, gradient, stretch):
+    # Finite weights whose logits overflow (each of the 4 hidden units adds about 0.5e308 to every
+    # logit): the forward pass blames the weights (network._overflow), and train words that for its
+    # own settings, on the per-iteration path and after the engine leaves the iteration alike.
+    net = TwoLayerNet(6, 4, 3, seed=0)
+    net.params["W2"][:] = 1e308
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(FloatingPointError) as info:
+        train(net, *toy, iters_num=3, batch_size=10, gradient=gradient, stretch=stretch)
+    message = str(info.value)
+    assert message.startswith("learning_rate: at iteration 0, params['W2']: the logits z W2 + b2 overflow"), message
+    assert message.endswith("the weights diverged; try a smaller learning rate"), message
+    assert all(np.array_equal(net.params[k], before[k]) for k in before)
+
+
 def test_an_update_that_overflows_blames_the_learning_rate_and_changes_nothing(toy):
     # b2 near the largest double: a learning rate of 1e308 times a gradient of
     # about 0.3 takes some entries past it (to -inf).

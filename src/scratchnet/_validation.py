@@ -1,7 +1,8 @@
 """Argument checks shared by the public functions.
 
 Each helper names the argument in its message and returns a C-contiguous
-array of the dtype the kernels expect.
+array of the dtype the kernels expect. :func:`forward_overflow` makes the
+error of a forward pass that left float64's range, marked with its cause.
 """
 
 import math
@@ -98,3 +99,23 @@ def check_step(h):
     if 2 * value > _HUGE:
         raise ValueError(f"h: {value!r} is so large that 2h overflows; use a step near the chapter's 1e-4")
     return value
+
+
+# What a forward pass that left float64's range blames (FloatingPointError.fault).
+FAULT_X = "x"  # the inputs: x W1 + b1 overflows
+FAULT_PARAMS = "params"  # a parameter already holds NaN or inf
+FAULT_WEIGHTS = "weights"  # finite weights whose logits z W2 + b2 overflow: they diverged
+
+
+def forward_overflow(fault, argument, detail):
+    """``FloatingPointError(f"{argument}: {detail}")``, marked with what is at fault.
+
+    The error is a plain FloatingPointError, so what a user sees is its
+    message alone; the marks are for a caller that words the message for
+    its own arguments (training names ``x_train``, or the learning rate):
+    ``fault`` (one of the FAULT_* above), ``argument`` (the name the
+    message starts with) and ``detail`` (the message after it).
+    """
+    exc = FloatingPointError(f"{argument}: {detail}")
+    exc.fault, exc.argument, exc.detail = fault, argument, detail
+    return exc

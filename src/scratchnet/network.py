@@ -20,7 +20,17 @@ import numpy as np
 
 from . import backends
 from ._config import DEFAULT_H
-from ._validation import as_array, as_float64, check_step, kernel_array, labels_from_targets
+from ._validation import (
+    FAULT_PARAMS,
+    FAULT_WEIGHTS,
+    FAULT_X,
+    as_array,
+    as_float64,
+    check_step,
+    forward_overflow,
+    kernel_array,
+    labels_from_targets,
+)
 from .backends.structs import Forward, Grads, Params
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
@@ -188,22 +198,27 @@ class TwoLayerNet:
         fwd = _forward_arrays(batch.n, *params.W2.shape)
         kernels.forward(fwd, batch, params)
         if not (np.isfinite(fwd.a1).all() and np.isfinite(fwd.a2).all()):
-            raise FloatingPointError(self._overflow(fwd, batch))
+            raise self._overflow(fwd, batch)
         return fwd
 
     def _overflow(self, fwd, batch):
-        """What made a forward pass non-finite: a parameter, the hidden pre-activations or the logits."""
+        """The FloatingPointError of a non-finite forward pass, marked with its cause
+        (:func:`~scratchnet._validation.forward_overflow`): a parameter, the hidden pre-activations or the logits."""
         for name in PARAM_NAMES:
             if not np.isfinite(self.params[name]).all():
-                return f"params['{name}']: contains NaN or inf"
+                return forward_overflow(FAULT_PARAMS, f"params['{name}']", "contains NaN or inf")
         if not np.isfinite(fwd.a1).all():
-            return (
-                f"x: the hidden pre-activations x W1 + b1 overflow (the largest |x| is {batch.xmax:.3g}, the largest "
-                f"|W1| {np.abs(self.params['W1']).max():.3g}); scale the inputs or the weights"
+            return forward_overflow(
+                FAULT_X,
+                "x",
+                f"the hidden pre-activations x W1 + b1 overflow (the largest |x| is {batch.xmax:.3g}, the largest "
+                f"|W1| {np.abs(self.params['W1']).max():.3g}); scale the inputs or the weights",
             )
-        return (
-            f"params['W2']: the logits z W2 + b2 overflow (the largest |W2| is "
-            f"{np.abs(self.params['W2']).max():.3g}, |b2| {np.abs(self.params['b2']).max():.3g}): the weights diverged"
+        return forward_overflow(
+            FAULT_WEIGHTS,
+            "params['W2']",
+            f"the logits z W2 + b2 overflow (the largest |W2| is {np.abs(self.params['W2']).max():.3g}, "
+            f"|b2| {np.abs(self.params['b2']).max():.3g}): the weights diverged",
         )
 
     def loss_batch(self, batch, labels, *, backend=None):
@@ -223,7 +238,7 @@ class TwoLayerNet:
             else:
                 kernels.numgrad_perturbed(grads, batch, labels, params, fwd, h)
         if not (np.isfinite(fwd.a1).all() and np.isfinite(fwd.a2).all()):
-            raise FloatingPointError(self._overflow(fwd, batch))
+            raise self._overflow(fwd, batch)
         return dict(zip(PARAM_NAMES, grads))
 
     def gradient_batch(self, batch, labels, *, backend=None):

@@ -29,7 +29,17 @@ import numpy as np
 
 from . import backends
 from ._config import DEFAULT_H
-from ._validation import as_array, as_real, check_step, kernel_array, labels_from_targets, short_repr
+from ._validation import (
+    FAULT_PARAMS,
+    FAULT_WEIGHTS,
+    FAULT_X,
+    as_array,
+    as_real,
+    check_step,
+    kernel_array,
+    labels_from_targets,
+    short_repr,
+)
 from .network import NUMGRAD_METHODS, PARAM_NAMES
 
 GRADIENTS = ("numerical", "backprop")
@@ -535,11 +545,13 @@ def _iteration(run, rows, i):
             grads = network.gradient_batch(batch, labels, backend=backend)
         return _step(network, grads, run.learning_rate, i, loss_of)
     except FloatingPointError as exc:
-        message = str(exc)
-        if message.startswith("x:"):  # the data, not the settings
-            message = f"x_train: at iteration {i}, {message.removeprefix('x: ')}"
-        elif message.endswith("contains NaN or inf"):
+        # A forward pass that overflowed says what it blames (network._overflow); here that is worded
+        # for train's arguments. Other errors (the update's, _step) already are.
+        fault, message = getattr(exc, "fault", None), str(exc)
+        if fault == FAULT_X:  # the data, not the settings
+            message = f"x_train: at iteration {i}, {exc.detail}"
+        elif fault == FAULT_PARAMS:
             message = f"{message} at iteration {i}, before its update (changed outside train, e.g. by a callback?)"
-        elif message.startswith("params['W2']: the logits"):
+        elif fault == FAULT_WEIGHTS:
             message = f"learning_rate: at iteration {i}, {message}; try a smaller learning rate"
         raise FloatingPointError(message) from None
