@@ -22,10 +22,8 @@
 
 #include "scratchnet.h"
 
-#define SERIES_CHUNKS 64   /* work chunks of the series products, as backends/c.py's SERIES_CHUNKS */
-#define FORWARD_CHUNK 8    /* samples per item of the loss rows, as forward.c's */
-#define ACCURACY_CHUNK 256 /* rows per item of count_correct_pair, as forward.c's */
-#define FAIL 1             /* an iteration's gradient, update or loss was not finite */
+#define SERIES_CHUNKS 64 /* work chunks of the series products (backends/c.py's per call); no result depends on it */
+#define FAIL 1           /* an iteration's gradient, update or loss was not finite */
 
 /* -- one block for every workspace ------------------------------------------ */
 
@@ -242,7 +240,7 @@ static int gradient(struct engine *e, int64_t s, const sn_params *p)
 
 /* -- the work beside the gradient's first job ----------------------------------- */
 
-/* Item 0: batch s + 1 (if next); then the loss rows of batch s - 1 (if loss), FORWARD_CHUNK per item. */
+/* Item 0: batch s + 1 (if next); then the loss rows of batch s - 1 (if loss), SN_FORWARD_CHUNK per item. */
 struct beside {
     struct engine *e;
     int64_t next;            /* the iteration whose batch to take, or -1 */
@@ -262,8 +260,8 @@ static void beside_item(void *arg, int64_t item, int slot)
         }
         item--;
     }
-    int64_t n = c->e->n, end = (item + 1) * FORWARD_CHUNK < n ? (item + 1) * FORWARD_CHUNK : n;
-    for (int64_t r = item * FORWARD_CHUNK; r < end; r++)
+    int64_t n = c->e->n, end = (item + 1) * SN_FORWARD_CHUNK < n ? (item + 1) * SN_FORWARD_CHUNK : n;
+    for (int64_t r = item * SN_FORWARD_CHUNK; r < end; r++)
         if (sn_forward_row(&c->e->loss_fwd, c->loss, &c->at, r))
             atomic_store(&c->bad, 1);
 }
@@ -287,7 +285,7 @@ static int stretch(struct engine *e, int64_t *done, double *losses, int *committ
     for (int64_t s = 0; s < run->steps; s++) {
         sn_params p = view(&e->state[pending]);
         struct beside c = {e, s + 1 < run->steps ? s + 1 : -1, s > 0 ? &e->batch[(s - 1) % 3] : NULL, p, SN_OK, 0};
-        sn_job job = {(c.next >= 0) + (c.loss ? (e->n + FORWARD_CHUNK - 1) / FORWARD_CHUNK : 0), beside_item, &c};
+        sn_job job = {(c.next >= 0) + (c.loss ? (e->n + SN_FORWARD_CHUNK - 1) / SN_FORWARD_CHUNK : 0), beside_item, &c};
         sn_pool_attach(&job);
         int status = gradient(e, s, &p);
         sn_pool_flush();
@@ -375,7 +373,7 @@ static void pair_item(void *arg, int64_t item, int slot)
     struct pair_ctx *c = arg;
     int set = item >= c->items0;
     int64_t chunk = set ? item - c->items0 : item, n = c->data[set]->n;
-    int64_t lo = chunk * ACCURACY_CHUNK, hi = lo + ACCURACY_CHUNK < n ? lo + ACCURACY_CHUNK : n;
+    int64_t lo = chunk * SN_ACCURACY_CHUNK, hi = lo + SN_ACCURACY_CHUNK < n ? lo + SN_ACCURACY_CHUNK : n;
     double *scratch = c->scratch + slot * (3 * c->p->h + c->p->k);
     if (sn_count_correct_rows(&c->counts[item], scratch, c->data[set], c->labels[set], c->p, lo, hi))
         atomic_store(&c->bad, 1);
@@ -384,8 +382,8 @@ static void pair_item(void *arg, int64_t item, int slot)
 int sn_count_correct_pair(int64_t correct[2], const sn_sparse_rows *train, const int64_t *train_labels,
                           const sn_sparse_rows *test, const int64_t *test_labels, const sn_params *p)
 {
-    int64_t items0 = (train->n + ACCURACY_CHUNK - 1) / ACCURACY_CHUNK;
-    int64_t items = items0 + (test->n + ACCURACY_CHUNK - 1) / ACCURACY_CHUNK;
+    int64_t items0 = (train->n + SN_ACCURACY_CHUNK - 1) / SN_ACCURACY_CHUNK;
+    int64_t items = items0 + (test->n + SN_ACCURACY_CHUNK - 1) / SN_ACCURACY_CHUNK;
     int slots = sn_pool_slots();
     int64_t *counts = malloc((size_t)(items > 0 ? items : 1) * sizeof *counts);
     double *scratch = malloc((size_t)slots * (size_t)(3 * p->h + p->k) * sizeof *scratch);

@@ -6,8 +6,6 @@
 #include "clones.h"
 #include "scratchnet.h"
 
-#define FORWARD_CHUNK 8   /* samples per parallel item */
-#define ACCURACY_CHUNK 256 /* rows per parallel item of count_correct */
 
 /* acc (m,) += vals[p] * A[cols[p], :] for p = lo .. hi - 1 in turn; A (d, m).
  * Four terms per pass over acc, each added in turn: the roundings of one term
@@ -111,8 +109,8 @@ int sn_forward_row(const sn_forward_pass *o, const sn_batch *b, const sn_params 
 static void forward_item(void *arg, int64_t item, int slot)
 {
     struct forward_ctx *c = arg;
-    int64_t end = (item + 1) * FORWARD_CHUNK < c->b->n ? (item + 1) * FORWARD_CHUNK : c->b->n;
-    for (int64_t r = item * FORWARD_CHUNK; r < end; r++)
+    int64_t end = (item + 1) * SN_FORWARD_CHUNK < c->b->n ? (item + 1) * SN_FORWARD_CHUNK : c->b->n;
+    for (int64_t r = item * SN_FORWARD_CHUNK; r < end; r++)
         if (sn_forward_row(c->out, c->b, c->p, r))
             atomic_store(&c->bad, 1);
 }
@@ -120,7 +118,7 @@ static void forward_item(void *arg, int64_t item, int slot)
 int sn_forward(const sn_forward_pass *out, const sn_batch *b, const sn_params *p)
 {
     struct forward_ctx c = {out, b, p, 0};
-    sn_parallel_for((b->n + FORWARD_CHUNK - 1) / FORWARD_CHUNK, sn_pool_slots(), forward_item, &c);
+    sn_parallel_for((b->n + SN_FORWARD_CHUNK - 1) / SN_FORWARD_CHUNK, sn_pool_slots(), forward_item, &c);
     return atomic_load(&c.bad) ? SN_BAD_INDEX : SN_OK;
 }
 
@@ -154,15 +152,15 @@ int sn_count_correct_rows(int64_t *correct, double *scratch, const sn_sparse_row
 static void count_item(void *arg, int64_t item, int slot)
 {
     struct count_ctx *c = arg;
-    int64_t end = (item + 1) * ACCURACY_CHUNK < c->data->n ? (item + 1) * ACCURACY_CHUNK : c->data->n;
+    int64_t end = (item + 1) * SN_ACCURACY_CHUNK < c->data->n ? (item + 1) * SN_ACCURACY_CHUNK : c->data->n;
     if (sn_count_correct_rows(&c->counts[item], c->scratch + slot * (3 * c->p->h + c->p->k), c->data, c->labels, c->p,
-                              item * ACCURACY_CHUNK, end))
+                              item * SN_ACCURACY_CHUNK, end))
         atomic_store(&c->bad, 1);
 }
 
 int sn_count_correct(int64_t *correct, const sn_sparse_rows *data, const int64_t *labels, const sn_params *p)
 {
-    int64_t items = (data->n + ACCURACY_CHUNK - 1) / ACCURACY_CHUNK;
+    int64_t items = (data->n + SN_ACCURACY_CHUNK - 1) / SN_ACCURACY_CHUNK;
     int slots = sn_pool_slots();
     int64_t *counts = malloc((size_t)(items > 0 ? items : 1) * sizeof *counts);
     double *scratch = malloc((size_t)slots * (size_t)(3 * p->h + p->k) * sizeof *scratch);

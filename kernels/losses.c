@@ -11,7 +11,7 @@ struct ce_ctx {
     int64_t n, k;
 };
 
-/* partial[b] = sum of log(y[i, t[i]] + 1e-7) over the samples of block b. */
+/* partial[b] = sum of log(y[i, t[i]] + SN_DELTA) over the samples of block b. */
 static void block_item(void *arg, int64_t b, int slot)
 {
     const struct ce_ctx *c = arg;

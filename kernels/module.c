@@ -522,7 +522,7 @@ static const struct kernel KERNELS[] = {
      {NOWHERE, NOWHERE}, call_sigmoid, 0, 0},
     {"softmax", "softmax(out, x): row-wise softmax; out, x float64 (n, k), k >= 1", 2, {&OUT_ROWS, &X_ROWS},
      {NOWHERE, NOWHERE}, call_softmax, 0, 0},
-    {"cross_entropy_error", "cross_entropy_error(y, t) -> float: -mean(log(y[i, t[i]] + 1e-7)); n >= 1", 2,
+    {"cross_entropy_error", "cross_entropy_error(y, t) -> float: -mean(log(y[i, t[i]] + SN_DELTA)); n >= 1", 2,
      {&Y_ROWS, &T_LABELS}, {NOWHERE, NOWHERE}, call_cross_entropy_error, 'f', 1},
     {"row_counts", "row_counts(counts, x): non-zeros per row of x (rows, d), float32 or float64", 2,
      {&COUNTS, &DENSE}, {NOWHERE, NOWHERE}, call_row_counts, 0, 0},

@@ -64,7 +64,7 @@ static double sigmoid_step(double a, double z, double zq, double d)
     return z * zq * expm1_small(d) / (zq + z * exp(d));
 }
 
-/* -log(y_t + 1e-7) after the logits a2_row (k,) move by dz * w_row and logit kk by u more (stable softmax). */
+/* -log(y_t + SN_DELTA) after the logits a2_row (k,) move by dz * w_row and logit kk by u more (stable softmax). */
 static double shifted_loss(const double *a2_row, int64_t t, const double *w_row, double dz, int64_t kk, double u,
                            int64_t k)
 {

@@ -24,9 +24,14 @@
 
 #include <stdint.h>
 
-#define SN_DELTA 1e-7    /* guard inside the log of cross_entropy_error, as in the chapter */
+/* The C copies of src/scratchnet/_config.py's DELTA, SUM_BLOCK and SERIES_ORDER (C cannot import them;
+ * tests/test_backends.py checks every such copy against the Python value). */
+#define SN_DELTA 1e-7     /* guard inside the log of cross_entropy_error, as in the chapter */
 #define SN_SUM_BLOCK 1024 /* samples per partial sum of a loss; fixed, so sums never depend on threads */
-#define SN_ORDER 5       /* powers of the step kept by the series numerical gradient */
+#define SN_ORDER 5        /* powers of the step kept by the series numerical gradient */
+/* Work split of forward.c's loops, which engine.c runs too; no result depends on them. */
+#define SN_FORWARD_CHUNK 8    /* samples per parallel item of the forward pass */
+#define SN_ACCURACY_CHUNK 256 /* rows per parallel item of count_correct */
 #define SN_OK 0
 #define SN_NO_MEMORY (-1)
 #define SN_BAD_INDEX (-2)
@@ -91,7 +96,7 @@ int sn_get_num_threads(void);
 
 void sn_sigmoid(double *out, const double *x, int64_t m);          /* out, x (m,) */
 void sn_softmax(double *out, const double *x, int64_t n, int64_t k); /* out, x (n, k), row-wise, k >= 1 */
-/* -sum_i log(y[i, t[i]] + 1e-7) / n, summed in blocks of SN_SUM_BLOCK. y (n, k), t (n,) in [0, k), n >= 1 */
+/* -sum_i log(y[i, t[i]] + SN_DELTA) / n, summed in blocks of SN_SUM_BLOCK. y (n, k), t (n,) in [0, k), n >= 1 */
 double sn_cross_entropy_error(const double *y, const int64_t *t, int64_t n, int64_t k);
 
 /* sparse.c ----------------------------------------------------------------- */

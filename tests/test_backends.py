@@ -118,22 +118,39 @@ def test_every_backend_provides_every_kernel(name):
     assert not missing, (name, missing)
 
 
-def test_the_c_series_bound_uses_the_python_constants():
-    # The C twin cannot import _config: its radii, rounding limit and even-power
-    # tolerance are literals in kernels/numgrad_series.c, checked here against
-    # the Python ones (a changed radius would only show where a bound decision flips).
+def test_the_c_kernels_use_the_python_constants():
+    # The C kernels cannot import _config: each number they share with the Python
+    # backends is a literal in kernels/, checked here against the Python one (a
+    # changed radius or threshold would only show where a decision flips).
     import importlib
     import re
     from pathlib import Path
 
     from scratchnet import _config
 
-    source = Path(__file__).resolve().parents[1] / "kernels" / "numgrad_series.c"
-    if not source.exists():
+    kernels = Path(__file__).resolve().parents[1] / "kernels"
+    if not kernels.is_dir():
         pytest.skip("needs the kernels/ sources")
-    text = source.read_text()
-    radii = re.search(r"RADII\[\] = \{([^}]*)\}", text)[1]
+
+    def define(text, name):  # the value of "#define NAME literal", decimal or hexadecimal
+        literal = re.search(rf"#define {name} (\S+)", text)[1]
+        return float.fromhex(literal) if "0x" in literal else float(literal)
+
+    header = (kernels / "scratchnet.h").read_text()
+    assert define(header, "SN_DELTA") == _config.DELTA
+    assert define(header, "SN_SUM_BLOCK") == _config.SUM_BLOCK
+    assert define(header, "SN_ORDER") == _config.SERIES_ORDER
+
+    series = (kernels / "numgrad_series.c").read_text()
+    radii = re.search(r"RADII\[\] = \{([^}]*)\}", series)[1]
     assert tuple(float(v) for v in radii.split(",")) == _config.SERIES_RADII
-    assert float.fromhex(re.search(r"#define ROUNDING (\S+)", text)[1]) == _config.SERIES_ROUNDING
+    assert define(series, "ROUNDING") == _config.SERIES_ROUNDING
     numba_series = importlib.import_module("scratchnet.backends.numba.numgrad_series")
-    assert float.fromhex(re.search(r"#define EVEN_TOL (\S+)", text)[1]) == numba_series.EVEN_TOL
+    assert define(series, "EVEN_TOL") == numba_series.EVEN_TOL
+
+    perturbed = (kernels / "numgrad_perturbed.c").read_text()
+    numba_perturbed = importlib.import_module("scratchnet.backends.numba.numgrad_perturbed")
+    assert define(perturbed, "NOMINAL_TOL") == _config.NOMINAL_TOL
+    assert define(perturbed, "SATURATED") == _config.SATURATED
+    for name in ("SERIES_MAX", "FAST_MAX", "DIRECT_SHIFT", "MOMENTS_MAX"):
+        assert define(perturbed, name) == getattr(numba_perturbed, name), name

@@ -1,4 +1,4 @@
-"""The one place for Numba flags and package-wide defaults.
+"""The one place for Numba flags, package-wide defaults and the numbers the backends share.
 
 Every Numba kernel in scratchnet is compiled through :func:`jit`, so the
 flags below apply everywhere. ``fastmath`` stays off: the kernels must agree
@@ -13,6 +13,9 @@ import tempfile
 DEFAULT_BACKEND = "numba"
 BACKEND_NAMES = ("numpy", "numba", "c")
 
+# Each number below is written here once; the Python code uses it by name, and the C
+# kernels' copies (kernels/scratchnet.h, kernels/numgrad_*.c) are checked against it
+# (tests/test_backends.py). Messages print it with as_written.
 DELTA = 1e-7  # the chapter's guard inside the log of cross_entropy_error: log(y + DELTA)
 DEFAULT_H = 1e-4  # the chapter's step of the central difference
 # Rows per dense block when the numpy backend counts correct predictions: the
@@ -67,6 +70,17 @@ SERIES_RADII = (
     3.08043,
 )
 SERIES_ROUNDING = 2.0**-53  # the remainder must stay below this fraction of the result's scale
+# The perturbed-loss method (docs/numerical_gradient.rst, section 'Method "perturbed"'):
+NOMINAL_TOL = 2.0**-40  # a weight whose two real steps are within h * NOMINAL_TOL of h is stepped by h
+SATURATED = 700.0  # beyond this |a1|, z zq (~e^-|a1|) underflows: sigmoid_step subtracts the sigmoids directly
+
+
+def as_written(x):
+    """A constant as the chapter writes it, ``"1e-4"`` for 1e-4 (repr gives ``0.0001``), for messages."""
+    mantissa, exponent = f"{x:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
 
 NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
 

@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from ._config import DEFAULT_H, as_written
+
 
 def as_array(a, name):
     """``np.asarray(a)``; an input NumPy cannot read (a ragged list) is refused by name."""
@@ -94,10 +96,12 @@ def check_step(h):
     if value < _TINY:
         raise ValueError(
             f"h: {value!r} is subnormal (below {_TINY:.4g}): it has lost precision bits and 1 / (2h) overflows; "
-            "use a step near the chapter's 1e-4"
+            f"use a step near the chapter's {as_written(DEFAULT_H)}"
         )
     if 2 * value > _HUGE:
-        raise ValueError(f"h: {value!r} is so large that 2h overflows; use a step near the chapter's 1e-4")
+        raise ValueError(
+            f"h: {value!r} is so large that 2h overflows; use a step near the chapter's {as_written(DEFAULT_H)}"
+        )
     return value
 
 

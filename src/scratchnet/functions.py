@@ -8,6 +8,7 @@ float64 array, allocates the output and hands both to a backend kernel
 import numpy as np
 
 from . import backends
+from ._config import DELTA, as_written
 from ._validation import as_array, as_float64, labels_from_targets
 
 
@@ -141,12 +142,12 @@ def _batch_of_one_target(t, k):
 
 
 def _raise_bad_probabilities(y, labels):
-    # log(y + 1e-7) is finite unless y is NaN, +-inf or y + 1e-7 <= 0.
+    # log(y + DELTA) is finite unless y is NaN, +-inf or y + DELTA <= 0.
     picked = y[np.arange(y.shape[0]), labels]
     for what, bad in (
         ("NaN", np.isnan(picked)),
         ("infinite", np.isinf(picked)),
-        ("so negative that log(y + 1e-7) is undefined", picked + 1e-7 <= 0),
+        (f"so negative that log(y + {as_written(DELTA)}) is undefined", picked + DELTA <= 0),
     ):
         if bad.any():
             i = int(np.argmax(bad))

@@ -2,10 +2,11 @@
 
 import numpy as np
 
+from ._config import DEFAULT_H
 from .network import PARAM_NAMES
 
 
-def gradient_check(network, x, t, *, h=1e-4, backend=None):
+def gradient_check(network, x, t, *, h=DEFAULT_H, backend=None):
     """Largest absolute difference between the numerical and backprop gradients.
 
     The chapter prints the mean difference and leaves the reader to judge;

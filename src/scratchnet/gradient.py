@@ -22,10 +22,11 @@ import numbers
 import numpy as np
 
 from ._central_differences import numerical_gradient_python
+from ._config import DEFAULT_H, as_written
 from ._validation import as_array, as_real, check_step, short_repr
 
 
-def numerical_diff(f, x, h=1e-4):
+def numerical_diff(f, x, h=DEFAULT_H):
     """Central difference ``(f(x + h) - f(x - h)) / (2h)``.
 
     Parameters
@@ -91,7 +92,7 @@ def numerical_diff(f, x, h=1e-4):
     return (f_plus - f_minus) / (2 * h)
 
 
-def numerical_gradient(f, x, h=1e-4):
+def numerical_gradient(f, x, h=DEFAULT_H):
     """Central-difference gradient of ``f`` at ``x``, for every element of ``x``.
 
     For element ``i``: ``(f(x with x[i] + h) - f(x with x[i] - h)) / (2h)``.
@@ -271,7 +272,8 @@ def _check_step_survives(x, h, where):
     if x + h == x - h:
         raise ValueError(
             f"h: the step {h} is lost in rounding at {where}={x!r} (x + h == x - h in float64, so the "
-            f"difference would be 0 whatever f is); use a step of about 1e-4 * |x| = {1e-4 * abs(x):.3g}"
+            f"difference would be 0 whatever f is); use a step of about {as_written(DEFAULT_H)} * |x| = "
+            f"{DEFAULT_H * abs(x):.3g}"
         )
 
 

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from . import backends
-from ._config import DEFAULT_H
+from ._config import DEFAULT_H, as_written
 from ._validation import (
     FAULT_PARAMS,
     FAULT_WEIGHTS,
@@ -297,8 +297,8 @@ class TwoLayerNet:
                 a = p.get(name)
                 if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != np.float64:
                     raise TypeError(
-                        f"params['{name}']: dtype {a.dtype} cannot represent a step h=1e-4 of the numerical "
-                        "gradient to useful precision; keep parameters float64"
+                        f"params['{name}']: dtype {a.dtype} cannot represent a step h={as_written(DEFAULT_H)} of the "
+                        "numerical gradient to useful precision; keep parameters float64"
                     )
         params = self.kernel_params()
         for name, a in zip(PARAM_NAMES, params):

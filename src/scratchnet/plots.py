@@ -30,6 +30,7 @@ except ImportError as exc:  # an optional dependency: say how to get it
     raise ImportError('scratchnet.plots needs matplotlib; install it with: pip install "scratchnet[plot]"') from exc
 
 from ._atomic import atomic_open
+from ._config import DEFAULT_H, as_written
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .simple_net import SimpleNet
 
@@ -57,7 +58,7 @@ def _figure(**kwargs):
 
 
 # -- 4.3.2: numerical_diff ----------------------------------------------------
-def tangent_figure(points=(5.0, 10.0), h=1e-4):
+def tangent_figure(points=(5.0, 10.0), h=DEFAULT_H):
     """``f(x) = 0.01x^2 + 0.1x`` on [0, 20) and its tangents at ``points``.
 
     The slopes come from :func:`numerical_diff` in its elementwise form, one
@@ -85,7 +86,7 @@ def tangent_figure(points=(5.0, 10.0), h=1e-4):
 
 
 # -- 4.4: numerical_gradient ---------------------------------------------------
-def gradient_field_figure(h=1e-4):
+def gradient_field_figure(h=DEFAULT_H):
     """The negative gradient of ``x0^2 + x1^2`` on the chapter's grid.
 
     The grid is ``np.arange(-2, 2.5, 0.25)`` in each coordinate; the
@@ -185,7 +186,7 @@ def _verdict(dist):
 
 
 # -- 4.4.2: simpleNet ----------------------------------------------------------
-def simple_net_figure(W=CHAPTER_SIMPLE_NET_W, x=CHAPTER_SIMPLE_NET_X, t=CHAPTER_SIMPLE_NET_T, h=1e-4):
+def simple_net_figure(W=CHAPTER_SIMPLE_NET_W, x=CHAPTER_SIMPLE_NET_X, t=CHAPTER_SIMPLE_NET_T, h=DEFAULT_H):
     """simpleNet's weights and the gradient of its loss, as the chapter computes it.
 
     ``dW = numerical_gradient(lambda w: net.loss(x, t), net.W)``: ``W`` is
@@ -274,7 +275,9 @@ def _step_size_panel(ax, hs, errors, title, rounding_line):
         low = max(errors, key=lambda k: errors[k][np.argmin(hs)])
         r = errors[low][np.argmin(hs)] * np.min(hs)
         ax.loglog(hs, r / hs, linestyle="-.", color="gray", label=f"$1/h$: rounding (through {low})")
-    ax.axvline(1e-4, linestyle=":", color="black", linewidth=0.8, label="the chapter's h = 1e-4")
+    ax.axvline(
+        DEFAULT_H, linestyle=":", color="black", linewidth=0.8, label=f"the chapter's h = {as_written(DEFAULT_H)}"
+    )
     ax.set_title(title, fontsize="medium")
     ax.set_xlabel("step h")
     ax.legend(loc="upper center", fontsize="x-small")

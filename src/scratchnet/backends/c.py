@@ -21,7 +21,7 @@ except ImportError as error:  # built without a C compiler (docs/installation.rs
     ) from error
 from .structs import BackpropWork, Batch, PerturbedWork, SeriesWork, SparseRows
 
-SERIES_CHUNKS = 64  # work chunks of the series products (kernels/numgrad_series.c)
+SERIES_CHUNKS = 64  # work chunks of the series products (kernels/numgrad_series.c); no result depends on it
 LANES = 8  # padding of the perturbed-loss tables (SN_LANES)
 
 
@@ -36,7 +36,7 @@ def softmax(out, x):
 
 
 def cross_entropy_error(y, t):
-    """-mean(log(y[n, t[n]] + 1e-7)), summed in fixed blocks. y (N, K), t (N,) intp labels"""
+    """-mean(log(y[n, t[n]] + DELTA)), summed in fixed blocks. y (N, K), t (N,) intp labels"""
     return _ckernels.cross_entropy_error(y, t)
 
 

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ..._config import DELTA, jit
+from ..._config import DELTA, NOMINAL_TOL, SATURATED, jit
 from .forward import forward_row
 
 # Below this |argument| the short series in expm1_small, log_ratio and
@@ -41,7 +41,6 @@ SERIES_MAX = 1e-3
 # Bound on |eps| / 4 * max_k |W2[j, k]| under which hidden_pair_diff_series
 # holds (derived there); MNIST in [0, 1] with h = 1e-4 meets it for |W2| <= 8.
 FAST_MAX = 2e-4
-NOMINAL_TOL = 2.0**-40  # a step of W1 within h * NOMINAL_TOL of h counts as h
 # Up to this shift of any logit the ratio forms below are exact to a few
 # ulps: 1 + expm1(u) >= e^-1 keeps its relative error within e 2^-53, and a
 # normaliser S + sum_k e_k expm1(u_k) >= S e^-1 cancels no more. Beyond it
@@ -49,9 +48,6 @@ NOMINAL_TOL = 2.0**-40  # a step of W1 within h * NOMINAL_TOL of h counts as h
 # below 1e-3) the two perturbed losses are computed directly with a stable
 # softmax, each to a few ulps of itself (shifted_loss).
 DIRECT_SHIFT = 1.0
-# Beyond this |pre-activation| z zq (~e^-|a|) is subnormal or 0: sigmoid_step
-# then takes the difference of the two sigmoids directly (see there).
-SATURATED = 700.0
 # Largest |W2| for which the moments q_p (p <= 4, e_k <= 1) cannot overflow
 # (K (1e60)^4 / 24 is finite for any K); beyond it a hidden step's normaliser
 # is summed logit by logit.

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ..._config import DELTA, SERIES_RADII, jit
+from ..._config import DELTA, SERIES_ORDER, SERIES_RADII, jit
 from ..._config import SERIES_ROUNDING as ROUNDING
 from .forward import forward_row
 from .numgrad_perturbed import numgrad_perturbed
@@ -30,7 +30,9 @@ from .numgrad_perturbed import numgrad_perturbed
 RADII = np.array(SERIES_RADII)  # a global array: a compile-time constant of the kernels
 LOG2 = math.log(2.0)
 HALF_PI = math.pi / 2.0
-ORDER = 5  # this module is written out for SERIES_ORDER = 5
+ORDER = SERIES_ORDER
+if ORDER != 5:  # every kernel below is written out term by term for five powers
+    raise ImportError(f"backends/numba/numgrad_series.py is written out for SERIES_ORDER = 5, not {ORDER}")
 EVEN_TOL = 2.0**-44  # a row of W1 sums its even powers if some |h+ - h-| exceeds h EVEN_TOL
 
 

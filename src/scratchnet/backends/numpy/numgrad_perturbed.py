@@ -23,11 +23,9 @@ difference (at most 2^-40 relative) is far below this method's own rounding.
 
 import numpy as np
 
-from ..._config import DELTA
+from ..._config import DELTA, NOMINAL_TOL, SATURATED
 from .forward import forward, sigmoid_pair
 from .sparse import dense
-
-NOMINAL_TOL = 2.0**-40  # a weight's steps within h * NOMINAL_TOL of h count as h
 
 
 def _true_class_prob(a2, t):
@@ -40,9 +38,6 @@ def _true_class_prob(a2, t):
 def _loss_diff(a2_plus, a2_minus, t):
     """Per-sample l(+) - l(-) from the two perturbed logits (..., K)."""
     return np.log((_true_class_prob(a2_minus, t) + DELTA) / (_true_class_prob(a2_plus, t) + DELTA))
-
-
-SATURATED = 700.0  # beyond this |a|, z zq (~e^-|a|) loses precision to underflow
 
 
 def sigmoid_step(a, d):
