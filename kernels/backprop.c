@@ -5,7 +5,8 @@
 
 #define ITEM_CHUNKS 64 /* parallel items of weight_gradients; chunk c takes rows c, c + 64, ... */
 
-/* da2 (n, k) = (y - onehot) y_t / (y_t + SN_DELTA) / n; da1 (n, h) = (da2 W2^T) z zq. Serial. */
+/* da2 (n, k) = (y - onehot) y_t / (y_t + SN_DELTA) / n (TwoLayerNet.gradient: why the factor);
+ * da1 (n, h) = (da2 W2^T) z zq. Serial. */
 static void output_deltas(const sn_backprop_work *w, const sn_forward_pass *f, const int64_t *labels, const sn_params *p,
                           int64_t n)
 {

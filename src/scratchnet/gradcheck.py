@@ -26,9 +26,9 @@ def gradient_check(network, x, t, *, h=DEFAULT_H, backend=None):
     -------
     dict of str to float
         ``W1``, ``b1``, ``W2``, ``b2``: ``max |numerical - backprop|``. With
-        ``h = 1e-4`` and the chapter's data this is the central difference's
-        truncation error, ``h**2 / 6`` times a third derivative, plus
-        rounding: about 1e-10 for a fresh 784-50-10 net.
+        the chapter's ``h`` and data this is the central difference's
+        truncation, about 1e-10 for a fresh 784-50-10 net
+        (docs/numerical_gradient.rst, section 'How exact').
 
     Examples
     --------

@@ -105,35 +105,27 @@ class TwoLayerNet:
     def numerical_gradient(self, x, t, *, h=DEFAULT_H, method="series", backend=None):
         """Central-difference gradient of :meth:`loss` for every parameter.
 
-        For each parameter p, the quantity the chapter's loop computes:
-        ``(loss with p + h - loss with p - h) / 2h``, with the loop's real
-        steps ``fl(p + h) - p`` and ``p - fl(p - h)``. The parameters are
-        never modified, not even temporarily. Two methods compute it
-        (docs/numerical_gradient.rst derives both):
+        For each parameter p, the quantity the chapter's loop computes,
+        ``(loss with p + h - loss with p - h) / 2h`` with the loop's real
+        steps ``fl(p + h) - p`` and ``p - fl(p - h)``; the parameters are
+        never modified, not even temporarily. Two methods compute it:
 
         ``"series"`` (default)
-            Each perturbed loss as a power series in the step, summed
-            exactly: per sample and hidden unit, the Taylor coefficients of
-            the loss in a shift of the hidden pre-activation (and of each
-            logit) through the 5th power, then products with x^m over x's
-            non-zeros, like backprop's. About the cost of two backprops.
-            A bound on the terms left out (beyond the 5th power) is checked
-            on every call for each hidden unit and each logit; where it is
-            not below the rounding of the result, that unit or logit is
-            computed by ``"perturbed"`` instead. The chapter's data (x in
-            [0, 1], h = 1e-4) take the series everywhere; a hidden unit
-            falls back when max|x| h exceeds about 3e-3 (unscaled 0-255
-            pixels at h = 1e-4; h above 3e-3 on MNIST) or its row of W2
-            spans more than about 150, and the logits when h exceeds about
-            5e-3. The bound grows as the 7th power of these, so the
-            thresholds move little with the data. Exact to a few ulps of
-            the result.
+            Each perturbed loss as a power series in the step, summed over
+            the samples like backprop (about two backprops); exact to a few
+            ulps. A hidden unit or logit whose remainder bound is not below
+            the result's rounding takes ``"perturbed"`` instead (none on the
+            chapter's data; every hidden unit on unscaled 0-255 pixels).
         ``"perturbed"``
-            Each perturbed loss evaluated from the unperturbed forward pass,
-            recomputing only what the step changes (one hidden unit, or one
-            logit), and the per-sample loss differences summed: the loop's
-            quantity without its cancellation, to about 1e-12 absolute for
-            the chapter's net. Any input; a few times slower.
+            Each perturbed loss from the unperturbed forward pass, the
+            per-sample differences summed: no cancellation of two batch
+            losses, about 1e-12 absolute on the chapter's net, any input;
+            a few times slower.
+
+        Both are derived in docs/numerical_gradient.rst
+        (:doc:`/numerical_gradient`), sections 'Method "series" (the
+        default)', 'The remainder bound' (where the series gives way) and
+        'Method "perturbed"'.
 
         Parameters
         ----------
@@ -142,6 +134,7 @@ class TwoLayerNet:
             float64 exactly, as NumPy does in the chapter's code.
         t : array_like, shape (N,) labels or (N, K) one-hot
         h : float, optional
+            The step: positive, finite and normal, with 2h finite.
         method : {"series", "perturbed"}, optional
         backend : {"numpy", "numba", "c"}, optional
 
@@ -149,6 +142,18 @@ class TwoLayerNet:
         -------
         dict of str to ndarray
             ``W1``, ``b1``, ``W2``, ``b2``: gradients with the parameters' shapes.
+
+        Raises
+        ------
+        ValueError
+            A bad ``h`` or ``method``; NaN or inf in ``x`` or a parameter;
+            shapes that do not fit the net; labels out of range.
+        TypeError
+            float32 parameters (a step of 1e-4 keeps only a few of their
+            digits); ``x`` or labels of the wrong kind.
+        FloatingPointError
+            The forward pass overflows (inputs or weights of extreme size);
+            the message says which.
         """
         h = check_step(h)
         _check_method(method)

@@ -11,6 +11,7 @@ from .forward import add_scaled_rows
 def output_deltas(da2, da1, fwd, labels, W2):
     """da2 (N, K) = dL/da2 = (y - onehot) y_t / (y_t + DELTA) / N; da1 (N, H) = dL/da1.
 
+    The factor y_t / (y_t + DELTA) is kept, as TwoLayerNet.gradient explains.
     Serial: a few hundred flops per sample.
     """
     n, k = da2.shape

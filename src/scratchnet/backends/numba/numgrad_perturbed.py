@@ -1,30 +1,15 @@
 """The numerical gradient of TwoLayerNet by perturbed losses: Numba twin of kernels/numgrad_perturbed.c.
 
-The chapter's loop perturbs each parameter p by h+ = fl(p + h) - p and
--h- = p - fl(p - h) and recomputes the batch loss. This evaluates the same
-perturbed losses from the unperturbed forward pass, recomputing only what a
-perturbation changes (see the NumPy reference for the structure):
-
-- a step of ``b2[k]`` or ``W2[j, k]`` moves logit k of sample n by ``u = h``
-  or ``u = h z[n, j]``: the softmax normaliser becomes S + e_k (e^u - 1);
-- a step of ``b1[j]`` or ``W1[i, j]`` moves ``a1[n, j]`` by ``d = h`` or
-  ``d = h x[n, i]``; the hidden output moves by dz = sigmoid(a + d) - sigmoid(a)
-  and every logit k by dz W2[j, k], so S becomes sum_k e_k exp(dz W2[j, k]).
-
-Per sample, the loss difference of a +/- pair is
-log((y_t- + DELTA) / (y_t+ + DELTA)), one log per pair, summed over samples
-in ascending order and divided by N and 2h: no subtraction of two batch
-losses of about 2.3 (the loop's cancellation).
-
-Exact arithmetic, fast: for the small shifts involved, exp, expm1 and log1p
-are short series (truncation bounds derived at each, all below half an
-ulp), and a hidden-unit shift updates S from four moments
-q_p = sum_k e_k W2[j, k]^p / p! instead of K exps. A sample's pixels with
-equal values share one evaluation (MNIST digits have about 146 non-zero
-pixels but 65 distinct values): that needs one step for all of them, so a
-step of W1 (and, to share expm1(u) among the logits, of W2) within h 2^-40
-of h counts as h (a relative change of at most 2^-40, far below this
-method's rounding); other steps are the real ones.
+Derived in docs/numerical_gradient.rst, section 'Method "perturbed"', whose
+notation the names here follow. Each of the loop's perturbed losses is
+evaluated from the unperturbed forward pass, recomputing only what the step
+moves (one logit, or one hidden unit and through it every logit); per
+sample, the loss difference of a +/- pair is one log of a ratio, summed
+over the samples ascending and divided by N and 2h. The small arguments
+take short series (``expm1_series``, ``log1p_series``, the moments of
+``shifted_sum``), each exact to double precision in its domain; a
+sample's equal pixel values share one evaluation, with a weight's steps
+within h NOMINAL_TOL of h taken as h (the nominal step).
 """
 
 import math
@@ -35,49 +20,28 @@ from numba import prange
 from ..._config import DELTA, NOMINAL_TOL, SATURATED, jit
 from .forward import forward_row
 
-# Below this |argument| the short series in expm1_small, log_ratio and
-# shifted_sum are exact to double precision (bounds derived at each).
-SERIES_MAX = 1e-3
-# Bound on |eps| / 4 * max_k |W2[j, k]| under which hidden_pair_diff_series
-# holds (derived there); MNIST in [0, 1] with h = 1e-4 meets it for |W2| <= 8.
-FAST_MAX = 2e-4
-# Up to this shift of any logit the ratio forms below are exact to a few
-# ulps: 1 + expm1(u) >= e^-1 keeps its relative error within e 2^-53, and a
-# normaliser S + sum_k e_k expm1(u_k) >= S e^-1 cancels no more. Beyond it
-# (extreme steps or weights only: never the chapter's, whose shifts are
-# below 1e-3) the two perturbed losses are computed directly with a stable
-# softmax, each to a few ulps of itself (shifted_loss).
-DIRECT_SHIFT = 1.0
-# Largest |W2| for which the moments q_p (p <= 4, e_k <= 1) cannot overflow
-# (K (1e60)^4 / 24 is finite for any K); beyond it a hidden step's normaliser
-# is summed logit by logit.
-MOMENTS_MAX = 1e60
+# The thresholds of the derivation (docs/numerical_gradient.rst, 'Method "perturbed"'):
+SERIES_MAX = 1e-3  # below this |argument| expm1, log1p and the moment sum are short series
+FAST_MAX = 2e-4  # hidden_pair_diff_series holds while step / 4 * max_k |W2[j, k]| stays below this
+DIRECT_SHIFT = 1.0  # beyond this shift of a logit the two perturbed losses are computed directly
+MOMENTS_MAX = 1e60  # beyond this max_k |W2[j, k]| the moments may overflow: the sum is taken logit by logit
 
 
 @jit()
 def expm1_series(u):
-    """exp(u) - 1 for |u| < 1e-3: the series through u^5/120.
-
-    The omitted tail sum_{p>=6} u^p/p! is at most |u|^6/720 * 1.0002, i.e.
-    relative to the result (~u) below |u|^5/720 * 1.001 < 1.4e-18 < 2^-56,
-    under half an ulp.
-    """
+    """exp(u) - 1 for |u| < SERIES_MAX: the series through u^5/120, its tail below half an ulp."""
     return u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0 + u * (1.0 / 120.0)))))
 
 
 @jit()
 def log1p_series(rho):
-    """log(1 + rho) for |rho| < 1e-3: the series through rho^6/6.
-
-    Alternating with decreasing terms, so the omitted tail is at most
-    |rho|^7/7, relative to the result below |rho|^6/7 * 1.001 < 1.5e-19.
-    """
+    """log(1 + rho) for |rho| < SERIES_MAX: the series through rho^6/6, its tail below half an ulp."""
     return rho * (1.0 - rho * (0.5 - rho * (1.0 / 3.0 - rho * (0.25 - rho * (0.2 - rho * (1.0 / 6.0))))))
 
 
 @jit()
 def expm1_small(u):
-    """exp(u) - 1 to full precision: the series below 1e-3, else the library expm1."""
+    """exp(u) - 1 to full precision: the series below SERIES_MAX, else the library expm1."""
     if abs(u) < SERIES_MAX:
         return expm1_series(u)
     return math.expm1(u)
@@ -85,10 +49,8 @@ def expm1_small(u):
 
 @jit()
 def log_ratio(r):
-    """log(r) for r > 0: the log1p series of rho = r - 1 when |rho| < 1e-3, else the library log.
-
-    rho = r - 1 is exact (Sterbenz, 0.5 <= r <= 2).
-    """
+    """log(r) for r > 0: the log1p series of rho = r - 1 (exact there) when |rho| < SERIES_MAX, else the
+    library log."""
     rho = r - 1.0
     if abs(rho) < SERIES_MAX:
         return log1p_series(rho)
@@ -106,16 +68,9 @@ def sigmoid_of(v):
 
 @jit()
 def sigmoid_step(a, z, zq, d):
-    """sigmoid(a + d) - sigmoid(a) for any a and d, given z = sigmoid(a), zq = sigmoid(-a).
-
-    It equals z zq (e^d - 1) / (zq + z e^d) and, dividing by e^d,
-    z zq (1 - e^-d) / (z + zq e^-d). The form whose exp has a non-positive
-    argument is used: nothing overflows and no two nearly equal numbers are
-    subtracted. Where |a| > SATURATED, z zq would lose its precision to
-    underflow (0 / 0 for a step back across 0); there the sigmoid nearer 0
-    is subtracted directly: sigmoid(a + d) - z for a < 0, zq - sigmoid(-a - d)
-    for a > 0, both to an absolute error of a few ulps of the result.
-    """
+    """sigmoid(a + d) - sigmoid(a) for any a and d, given z = sigmoid(a), zq = sigmoid(-a): without
+    cancellation or overflow, and beyond |a| = SATURATED to a few ulps of the result in absolute terms
+    (docs/numerical_gradient.rst, 'Method "perturbed"', a hidden step)."""
     if a < -SATURATED:
         return sigmoid_of(a + d) - z
     if a > SATURATED:
@@ -160,13 +115,10 @@ def logit_pair_diff(m_p, m_m, e_k, is_true, e_t, s):
 
 @jit()
 def shifted_sum(dz, s, q1, q2, q3, q4, wmax, e_row, w_row):
-    """S' = sum_k e_k exp(dz w_k), given S and q_p = sum_k e_k w_k^p / p!. e_row, w_row (K,)
+    """S' = sum_k e_k exp(dz w_k), given S and q_p = sum_k e_k w_k^p / p!; wmax = max_k |w_k|; e_row, w_row (K,)
 
-    With c = |dz| max_k |w_k| <= 1e-3 the Taylor series through p = 4 is
-    exact to double precision: the tail is at most
-    sum_k e_k c^5/120 e^c <= S * 8.4e-18 < S * 2^-56. Otherwise (or where
-    the moments may have overflowed, wmax > MOMENTS_MAX) the sum is taken
-    directly.
+    From the moments while |dz| wmax <= SERIES_MAX (a tail below S 2^-56) and wmax <= MOMENTS_MAX, else
+    summed logit by logit.
     """
     if abs(dz) * wmax <= SERIES_MAX and wmax <= MOMENTS_MAX:
         return s + dz * (q1 + dz * (q2 + dz * (q3 + dz * q4)))
@@ -195,17 +147,11 @@ def hidden_pair_diff(d_p, d_m, a, z, zq, e_t, w_t, s, q1, q2, q3, q4, wmax, e_ro
 
 @jit()
 def hidden_pair_diff_series(m_p, m_m, z, zq, e_t, w_t, s, q1, q2, q3, q4):
-    """hidden_pair_diff by series only, for steps below 1e-3 with c = step / 4 * max_k |W2[j, k]| <= 2e-4.
+    """hidden_pair_diff by series only, without a branch; m_p, m_m = expm1(d_p), expm1(-d_m).
 
-    m_p, m_m = expm1(d_p), expm1(-d_m). The caller checks both bounds
-    (SERIES_MAX, FAST_MAX) and that the moments are finite (MOMENTS_MAX);
-    then no branch is needed and the loop over pixel
-    values vectorises. 1 + z m >= 1 - 1e-3 does not cancel, and
-    z zq m / (1 + z m) is sigmoid_step. |dz| <= step / 4 (sigmoid' <= 1/4),
-    so every |dz w_k| <= c: the Taylor sum (through q4) and expm1_series
-    hold. The loss changes by at most 2 max|w| per unit of dz, so
-    |log r| <= 4c <= 8e-4 and |r - 1| < 8.01e-4: log1p_series holds. The two
-    dz share one division.
+    Valid for steps below SERIES_MAX with step / 4 * max_k |W2[j, k]| <= FAST_MAX and moments that are
+    finite (MOMENTS_MAX), which the caller checks: why every series then holds is derived in
+    docs/numerical_gradient.rst, 'Method "perturbed"' (the short series).
     """
     den_p = 1.0 + z * m_p
     den_m = 1.0 + z * m_m

@@ -1,8 +1,9 @@
 """The numerical gradient of TwoLayerNet by series in the step: Numba twin of kernels/numgrad_series.c.
 
-The method, its notation and its bound are those of the NumPy reference
-(scratchnet.backends.numpy.numgrad_series, docs/numerical_gradient.rst);
-this is the fast form, written out for SERIES_ORDER = 5:
+Derived in docs/numerical_gradient.rst, sections 'Method "series" (the
+default)' and 'The remainder bound', whose notation the names here follow;
+the NumPy reference computes the same quantities array by array. This is
+the fast form, written out for SERIES_ORDER = 5:
 
 1. ``coefficients``, parallel over samples: the forward pass (fwd) and
    C (5, N, H), sample n's loss as a series in a shift of a1[n, j], and
@@ -186,10 +187,8 @@ def weighted(p, h, inv, a1, a2, a3, a4, a5, n):
 def even_powers_needed(row, h):
     """True if some parameter of row has |h+ - h-| > h EVEN_TOL: only then are the even powers summed.
 
-    Below that their weights (|w_2| <= |h+ - h-| and |w_4| <= 2 h^2 |h+ - h-|)
-    keep them under 2^-44 h max|x| |C_2| of an entry, a small fraction of the
-    rounding of the sum of the odd powers (every row of a fresh net; a row
-    with some |W1| above about 0.05 at h = 1e-4 sums all five powers).
+    Why the even powers can be left out elsewhere: docs/numerical_gradient.rst,
+    'The gradient entries'.
     """
     for j in range(row.shape[0]):
         p = row[j]
@@ -316,7 +315,8 @@ def products(grads, steps_w1, steps_w2, steps_b1, steps_b2, batch, fwd, C, L, pa
 # -- the remainder bound ----------------------------------------------------------------
 @jit()
 def growth(theta):
-    """Bound on |F(s)| for |s| v <= theta (see the NumPy reference's growth)."""
+    """Bound on |F(s)| for |s| v <= theta: the NumPy reference's growth (docs/numerical_gradient.rst,
+    'The remainder bound')."""
     g = math.inf
     if theta < LOG2:
         g = -2.0 * math.log(2.0 - math.exp(theta))

@@ -10,9 +10,8 @@ from .sparse import dense
 def backprop(grads, batch, labels, params, fwd):
     """grads (Grads) = the exact derivative of the chapter's loss at ``fwd`` (Forward).
 
-    With y_t the probability of the true class, a sample's loss is
-    -log(y_t + DELTA); its derivative by the logits is
-    (y - onehot(t)) * y_t / (y_t + DELTA).
+    By the logits, (y - onehot(t)) * y_t / (y_t + DELTA) / N: the factor
+    y_t / (y_t + DELTA) is kept, as TwoLayerNet.gradient explains.
     """
     n = batch.n
     rows = np.arange(n)

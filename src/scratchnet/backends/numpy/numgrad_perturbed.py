@@ -1,24 +1,13 @@
 """The numerical gradient of TwoLayerNet by perturbed losses: the NumPy reference.
 
-The chapter's loop perturbs one parameter at a time and recomputes the whole
-batch loss. Here each perturbation is applied only where it acts, starting
-from the unperturbed forward pass:
-
-- ``b2[k]`` and ``W2[j, k]`` move logit k of sample n by ``u = h`` and
-  ``u = h z[n, j]``;
-- ``b1[j]`` and ``W1[i, j]`` move the hidden pre-activation ``a1[n, j]`` by
-  ``d = h`` and ``d = h x[n, i]`` (nothing where ``x[n, i] == 0``); then every
-  logit k moves by ``dz W2[j, k]`` with ``dz = sigmoid(a1 + d) - sigmoid(a1)``.
-
-Each sample contributes ``l(+) - l(-) = log((y_t(-) + DELTA) / (y_t(+) + DELTA))``
-and the gradient entry is their sum divided by N and 2h: no subtraction of
-two batch losses, so none of the loop's cancellation.
-
-The steps are the loop's real ones, h+ = fl(p + h) - p and h- = p - fl(p - h),
-except that the steps of a weight (W1, W2) within h 2^-40 of h count as h:
-the compiled backends then share one evaluation among the pixels of a
-sample with equal values (and one expm1 among the logits), and the
-difference (at most 2^-40 relative) is far below this method's own rounding.
+Derived in docs/numerical_gradient.rst, sections 'Where a step acts' and
+'Method "perturbed"'. Each step is applied only where it acts (one logit,
+or one hidden pre-activation and through it every logit), from the
+unperturbed forward pass; each sample contributes
+``log((y_t(-) + DELTA) / (y_t(+) + DELTA))`` and the gradient entry is their
+sum divided by N and 2h, so no two batch losses are subtracted. The steps
+are the loop's real ones, except that a weight's (W1, W2) within h
+NOMINAL_TOL of h are h, as in the compiled backends (the nominal step).
 """
 
 import numpy as np
@@ -41,14 +30,8 @@ def _loss_diff(a2_plus, a2_minus, t):
 
 
 def sigmoid_step(a, d):
-    """sigmoid(a + d) - sigmoid(a) without cancellation or overflow, for any a and d.
-
-    With z = sigmoid(a), zq = sigmoid(-a) it equals z zq (e^d - 1) / (zq + z e^d)
-    and z zq (1 - e^-d) / (z + zq e^-d); the form with exp of -|d| is used.
-    Where |a| > SATURATED, z zq underflows (0 / 0 for a step back across 0):
-    there the sigmoid nearer 0 is subtracted directly, sigmoid(a + d) - z for
-    a < 0 and zq - sigmoid(-a - d) for a > 0.
-    """
+    """sigmoid(a + d) - sigmoid(a) without cancellation or overflow, for any a and d (the two forms and the
+    case |a| > SATURATED: docs/numerical_gradient.rst, 'Method "perturbed"')."""
     a, d = np.broadcast_arrays(a, d)
     z, zq = sigmoid_pair(a)
     up = d > 0

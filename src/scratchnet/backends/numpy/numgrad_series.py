@@ -1,26 +1,14 @@
 """The numerical gradient of TwoLayerNet by series in the step: the NumPy reference.
 
-The derivation, its notation (the names below) and the bound are in
-docs/numerical_gradient.rst; in short, for one sample and the loop's steps
-h+ = fl(p + h) - p and h- = p - fl(p - h) of a parameter p:
-
-- a step d on the hidden pre-activation a1[n, j] (d = x[n, i] h+- for
-  W1[i, j], h+- for b1[j]) changes the sample's loss by sum_m C[m] d^m,
-  C = F o beta: beta the Taylor coefficients of sigmoid(a1 + d) - sigmoid(a1),
-  F those of the loss in a shift s of the hidden output z[n, j], whose
-  logits then move by s W2[j, :];
-- a step u on logit k (u = z[n, j] h+- for W2[j, k], h+- for b2[k]) changes
-  it by sum_m L[m] u^m;
-- so the loop's central difference of every parameter is a sum over
-  samples of these polynomials: for W1,
-  dW1[i, j] = sum_m w_m[i, j] sum_n x[n, i]^m C[m][n, j] / N,
-  with the step weights w_m = ((h+)^m - (-h-)^m) / 2h (h^(m-1) for odd m
-  and 0 for even m when h+ = h- = h).
-
-The sums stop at m = SERIES_ORDER. The remainder is bounded per hidden unit
-and per logit (``series_rejected``); where the bound is not below the
-rounding of the result, that unit or logit is computed by the perturbed-loss
-method instead (``numgrad_perturbed``).
+Derived in docs/numerical_gradient.rst, section 'Method "series" (the
+default)', whose notation the names here follow: per sample, the loss in a
+step of each hidden pre-activation (C) and of each logit (L) as a series
+through SERIES_ORDER, then every gradient entry as sums over the samples
+of those coefficients times powers of the step (``numgrad_series``). The
+remainder is bounded per hidden unit and per logit (section 'The remainder
+bound'; ``series_rejected``), and a unit or logit whose bound is not below
+the rounding of its results is computed by the perturbed-loss method
+instead (``numgrad_perturbed``).
 """
 
 import functools
@@ -45,7 +33,9 @@ def loss_shift_coefficients(phi, alpha):
     """F[1..M]: the loss change -log(1 + alpha (1/Phi(s) - 1)) as a series in s.
 
     phi[m] (m = 1..M) are the coefficients of Phi(s) = sum_k y_k exp(s v_k)
-    (phi[0] = 1 is implied); alpha = y_t / (y_t + DELTA).
+    (phi[0] = 1 is implied); alpha = y_t / (y_t + DELTA). The recurrences are
+    derived in docs/numerical_gradient.rst, 'The loss in a shift of the
+    hidden output'.
     """
     R = [1.0] + [0.0] * M  # 1 / Phi
     for m in range(1, M + 1):
@@ -60,8 +50,7 @@ def loss_shift_coefficients(phi, alpha):
 def sigmoid_increment_coefficients(z, zq):
     """beta[1..5]: sigmoid(a + d) - sigmoid(a) = sum_m beta[m] d^m, from z = sigmoid(a), zq = sigmoid(-a).
 
-    With zeta = z zq (the derivative) and kappa = zq - z = 1 - 2z, the
-    m-th derivative over m!.
+    docs/numerical_gradient.rst, 'The loss in a step of the hidden pre-activation'.
     """
     zeta, kappa = z * zq, zq - z
     k2 = kappa * kappa
@@ -96,7 +85,7 @@ def compose(F, beta):
 
 
 def true_class_weight(fwd, labels):
-    """alpha = y_t / (y_t + DELTA) per sample (N,): the derivative factor of log(y_t + DELTA)."""
+    """alpha = y_t / (y_t + DELTA) per sample (N,): the factor TwoLayerNet.gradient explains."""
     y_t = fwd.y[np.arange(len(labels)), labels]
     return y_t / (y_t + DELTA)
 
@@ -118,9 +107,8 @@ def hidden_coefficients(fwd, labels, W2):
 def logit_coefficients(fwd, labels):
     """L[1..M], each (N, K): sample n's loss as a series in a shift of logit k.
 
-    Moving logit k != t by u is Phi(u) = 1 + y_k (e^u - 1); moving the true
-    logit is Phi(u) = y_t + (1 - y_t) e^-u, with 1 - y_t summed from the
-    other classes (no cancellation when y_t is near 1).
+    docs/numerical_gradient.rst, 'The loss in a step of a logit'; 1 - y_t is
+    summed from the other classes (no cancellation when y_t is near 1).
     """
     n = len(labels)
     rows = np.arange(n)
@@ -137,8 +125,8 @@ def logit_coefficients(fwd, labels):
 def step_weights(p, h):
     """w[1..M] with the shape of p; the larger real step max(h+, h-); and |h+ - h-|.
 
-    The loop's real steps are h+ = fl(p + h) - p and h- = p - fl(p - h);
-    its central difference weights the m-th power by w_m = ((h+)^m - (-h-)^m) / 2h.
+    w_m = ((h+)^m - (-h-)^m) / 2h, with the loop's real steps h+ = fl(p + h) - p
+    and h- = p - fl(p - h) (docs/numerical_gradient.rst, 'The gradient entries').
     """
     hp, hm = (p + h) - p, p - (p - h)
     w = [None] + [(hp**m - (-hm) ** m) / (2.0 * h) for m in range(1, M + 1)]
@@ -148,14 +136,9 @@ def step_weights(p, h):
 # -- the remainder bound --------------------------------------------------------------
 def growth(theta):
     """Bound on |F(s)| (F the loss change in a shift s of the logits along a
-    direction of half-range v, F(0) = 0) for complex |s| v <= theta.
-
-    Phi(s) = sum_k y_k exp(s v_k) and the other term of F, taken about the
-    mid-range of the v_k, are convex combinations of exp(s u) with |u| <= v:
-    - each within e^theta - 1 of 1, so |log| <= -log(2 - e^theta) (theta < log 2);
-    - each of argument at most theta and modulus in [e^-theta cos(theta), e^theta],
-      so |log| <= 2 theta - log(cos(theta)) (theta < pi / 2).
-    F is the difference of two such logs: twice the smaller bound.
+    direction of half-range v, F(0) = 0) for complex |s| v <= theta; inf
+    from theta = pi / 2. Derived in docs/numerical_gradient.rst, 'The
+    remainder bound' (the growth of a hidden unit).
     """
     g = math.inf
     if theta < math.log(2.0):
@@ -168,9 +151,8 @@ def growth(theta):
 def hidden_growth(r, width):
     """Bound on |loss(d) - loss(0)| for complex |d| <= r, a hidden unit whose W2 row spans ``width``.
 
-    |sigmoid'| <= 1 / (4 cos^2(r/2)) on the strip |Im| <= r < pi, so the
-    hidden output moves by at most Z = r / (4 cos^2(r/2)), and the logits
-    along W2's row: half-range theta = Z width / 2 (see growth).
+    growth at theta = Z(r) width / 2, Z(r) = r / (4 cos^2(r/2)); inf from r = pi
+    (docs/numerical_gradient.rst, 'The remainder bound').
     """
     if r >= math.pi:
         return math.inf
@@ -185,12 +167,12 @@ def logit_growth(r):
 def tail_bound(growth_at, step, diff, scale_x, h):
     """Bound on the terms m > M of one gradient entry, the best over RADII.
 
+    growth_at(r): the bound G(r) of the loss change on the disc |d| <= r;
     step: the largest real step of the parameters, diff: the largest |h+ - h-|;
     scale_x: the largest |multiplier| of the step (x for W1, z for W2, 1 for
-    the biases). With rho = step scale_x / r, delta = diff scale_x / r and
-    |coefficient_m| <= G(r) / r^m (Cauchy), the odd terms (|w_m| <= step^m / h)
-    sum to at most G rho^7 / (1 - rho^2) / h, and the even ones
-    (|w_m| <= m step^(m-1) diff / 2h) to G delta 3 rho^5 / (1 - rho^2)^2 / h.
+    the biases). G(r) / h (rho^7 / (1 - rho^2) + 3 delta rho^5 / (1 - rho^2)^2),
+    rho = step scale_x / r, delta = diff scale_x / r, for every r with rho < 1:
+    derived in docs/numerical_gradient.rst, 'The remainder bound' (the tails).
     """
     if step * scale_x == 0.0:
         return 0.0
@@ -209,7 +191,8 @@ def series_rejected(C1, L1, xmax, zmax, steps, W2, h):
     C1 (N, H), L1 (N, K): first-order coefficients (their largest |.|, times
     the largest multiplier, is the scale of a gradient entry); steps: per
     parameter group, the largest real step and |h+ - h-| of W1's and W2's
-    columns and of b1, b2 (dict of pairs).
+    columns and of b1, b2 (dict of pairs). The acceptance test is that of
+    docs/numerical_gradient.rst, 'The remainder bound'.
     """
     H, K = W2.shape
     units = np.zeros(H, dtype=bool)
