@@ -14,6 +14,10 @@
  * one call at a time, plus two when the series bound sends units or logits to the perturbed method.
  * Two is the least: a gradient entry sums over every sample of the batch, so each method's first loop
  * must end before its second begins.
+ *
+ * One difference from the Numba twin: an iteration whose series bound sends units or logits to the
+ * perturbed method is computed here (the two extra jobs above), where the twin leaves it to the
+ * per-iteration path; both compute it with the same kernels, so the bits are the same.
  */
 #include <math.h>
 #include <stdatomic.h>

@@ -1,13 +1,37 @@
 /* The numerical gradient of TwoLayerNet by perturbed losses: twin of
- * backends/numba/numgrad_perturbed.py (method, bounds and step rule
- * documented there). Same helpers and operations in the same order, so the
- * two agree bit for bit (no -ffast-math, no FMA contraction).
+ * backends/numba/numgrad_perturbed.py. Derived, with the bounds behind the
+ * constants below and the nominal step, in docs/numerical_gradient.rst,
+ * section 'Method "perturbed"'.
  *
- * Speed, with the same results: the hot loops (series_diffs over a sample's
- * distinct pixel values, logit_pair_diffs over the logits) are branch-free
- * element-wise passes compiled once per instruction set (clones.h); a
- * sample's distinct pixel values are found with a hash table instead of the
- * twin's sort: only their numbering differs, which no result depends on. */
+ * What agrees: every gradient entry is computed from the same values with the
+ * same floating-point operations in the same order as in the twin (no
+ * -ffast-math, no FMA contraction), so the two agree bit for bit
+ * (tests/test_network.py, test_numba_and_c_are_bitwise_twins). The scalar
+ * helpers (the short series, sigmoid_step, shifted_loss, shifted_sum,
+ * hidden_pair_diff, hidden_pair_diff_series, moments, nominal) are the
+ * twin's line for line, but for the first point below.
+ *
+ * What differs, for speed, where no result can tell:
+ * - pair_ratio and logit_pair_ratio return a sample's ratio
+ *   (y_t- + DELTA) / (y_t+ + DELTA), of which the caller takes log_ratio;
+ *   the twin's pair_loss_diff and logit_pair_diff return the log.
+ * - logit_pair_diffs takes a row's logits in vectorised passes: every ratio
+ *   and its log1p_series, then the library log where |ratio - 1| >=
+ *   SERIES_MAX (log_ratio's choice, entry by entry). It also computes the
+ *   logits not selected, with the nominal step, and does not add them; the
+ *   twin skips them. A shift beyond DIRECT_SHIFT is computed directly, as in
+ *   the twin, and left out of the passes' sums.
+ * - series_diffs evaluates hidden_pair_diff_series over a sample's distinct
+ *   pixel values in whole blocks of SN_LANES (the tables padded with m = 0,
+ *   whose results no pixel reads), compiled once per instruction set
+ *   (clones.h); the twin loops over exactly ndist values.
+ * - distinct_values_row finds a sample's distinct values with a hash table,
+ *   numbered in order of first appearance, where the twin sorts them: the
+ *   numbering differs, and each pixel reads the result of its own value
+ *   either way. The tables are laid out per sample (value (n, d), m_plus and
+ *   m_minus (n, dpad)); the twin's sit at the sample's CSR offsets.
+ * - SAMPLE_CHUNK samples per parallel item (one in the twin), and every
+ *   index of the batch is checked where it is read (SN_BAD_INDEX). */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -16,13 +40,14 @@
 #include "clones.h"
 #include "scratchnet.h"
 
-#define SERIES_MAX 1e-3     /* below this |argument| the short series are exact (bounds in the twin) */
-#define FAST_MAX 2e-4       /* bound on step / 4 * max |W2[j, :]| for hidden_pair_diff_series */
+/* The thresholds of the derivation: the twin's and _config's values (tests/test_backends.py checks them). */
+#define SERIES_MAX 1e-3     /* below this |argument| expm1, log1p and the moment sum are short series */
+#define FAST_MAX 2e-4       /* hidden_pair_diff_series holds while step / 4 * max |W2[j, :]| stays below this */
 #define NOMINAL_TOL 0x1p-40 /* a weight's steps within h * NOMINAL_TOL of h count as h */
-#define SAMPLE_CHUNK 4      /* samples per parallel item of distinct_values */
 #define DIRECT_SHIFT 1.0    /* beyond this logit shift the two perturbed losses are computed directly */
 #define SATURATED 700.0     /* beyond this |a| sigmoid_step subtracts the two sigmoids directly */
 #define MOMENTS_MAX 1e60    /* beyond this max |W2[j, :]| the moments may overflow: sums taken directly */
+#define SAMPLE_CHUNK 4      /* samples per parallel item of distinct_values */
 
 static inline double expm1_series(double u)
 {

@@ -1,7 +1,16 @@
 /* The numerical gradient of TwoLayerNet by series in the step: twin of
- * backends/numba/numgrad_series.py (the method, notation and bound are
- * documented there and in docs/numerical_gradient.rst). Same helpers, same
- * operations in the same order, so the two agree bit for bit. */
+ * backends/numba/numgrad_series.py. Derived, in the notation used here, in
+ * docs/numerical_gradient.rst, sections 'Method "series" (the default)' and
+ * 'The remainder bound'.
+ *
+ * The same helpers as the twin, each with the same operations in the same
+ * order (no -ffast-math, no FMA contraction), so the two agree bit for bit
+ * (tests/test_network.py, test_numba_and_c_are_bitwise_twins). The code
+ * differs only in how work is split and checked: COEF_CHUNK samples per
+ * parallel item of the coefficients (one in the twin); add1 and add2 for the
+ * twin's inner loops of w1_row; rejected reads each column of W1 for its
+ * finiteness where the twin gathers it row by row; and every index of the
+ * batch is checked where it is read (SN_BAD_INDEX). */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -10,7 +19,7 @@
 
 #define COEF_CHUNK 4 /* samples per parallel item of coefficients */
 
-/* The same literals as the Python backends: 0.01 * 1.15^k below pi. */
+/* _config.SERIES_RADII's literals, 0.01 * 1.15^k below pi (tests/test_backends.py checks them). */
 static const double RADII[] = {
     0.01, 0.0115, 0.013225, 0.0152087, 0.0174901, 0.0201136, 0.0231306, 0.0266002, 0.0305902, 0.0351788,
     0.0404556, 0.0465239, 0.0535025, 0.0615279, 0.0707571, 0.0813706, 0.0935762, 0.107613, 0.123755,
@@ -18,7 +27,7 @@ static const double RADII[] = {
     0.575755, 0.662118, 0.761435, 0.875651, 1.007, 1.15805, 1.33176, 1.53152, 1.76125, 2.02543, 2.32925,
     2.67864, 3.08043};
 #define NRADII (sizeof RADII / sizeof RADII[0])
-#define ROUNDING 0x1p-53
+#define ROUNDING 0x1p-53 /* _config.SERIES_ROUNDING */
 #define EVEN_TOL 0x1p-44 /* a row of W1 sums its even powers if some |h+ - h-| exceeds h EVEN_TOL */
 
 /* -- coefficients ----------------------------------------------------------- */

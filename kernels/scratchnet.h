@@ -12,8 +12,11 @@
  * read: a kernel never reads outside the arrays it was given, and returns
  * SN_BAD_INDEX if it met an index out of range.
  *
- * Each kernel performs the same operations in the same order as its Numba
- * twin (no -ffast-math, no FMA contraction), so the two agree bit for bit.
+ * Each kernel computes every output with the same floating-point operations
+ * in the same order as its Numba twin (no -ffast-math, no FMA contraction),
+ * so the two agree bit for bit. Where a kernel's code differs from its
+ * twin's (work split, index checks, vectorised passes), its file's header
+ * says how.
  * Parallel loops (pool.c) give every item its own outputs and sum in a fixed
  * order, so results are bitwise identical for any thread count.
  *

@@ -9,7 +9,8 @@ over the samples ascending and divided by N and 2h. The small arguments
 take short series (``expm1_series``, ``log1p_series``, the moments of
 ``shifted_sum``), each exact to double precision in its domain; a
 sample's equal pixel values share one evaluation, with a weight's steps
-within h NOMINAL_TOL of h taken as h (the nominal step).
+within h NOMINAL_TOL of h taken as h (the nominal step). The C twin agrees
+bit for bit; its header says where its code differs and why.
 """
 
 import math

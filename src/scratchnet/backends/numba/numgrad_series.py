@@ -14,8 +14,9 @@ the fast form, written out for SERIES_ORDER = 5:
 3. ``rejected``, serial: the remainder bound per hidden unit and logit.
 
 Every item writes only its own outputs and sums over samples ascending, so
-1 and N threads give bitwise identical results; the C twin performs the
-same operations in the same order and agrees bit for bit.
+1 and N threads give bitwise identical results. The C twin has the same
+helpers, each with the same operations in the same order, and agrees bit
+for bit; its header says where its code differs (work split, index checks).
 """
 
 import math
