@@ -1,14 +1,14 @@
-"""Threads: one count for the whole process, results independent of it even
-on a busy machine, and processes forked after the kernels ran.
+"""Threads: one count for the whole process, and results independent of it
+even on a busy machine.
 
 (Each kernel's own 1-vs-2-thread check is in test_kernels.py and
-test_network.py; the C pool's concurrency in test_c_extension.py.)
+test_network.py; the C pool's concurrency in test_c_extension.py;
+processes forked after the kernels ran in test_fork.py.)
 """
 
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 
 import numpy as np
@@ -79,57 +79,6 @@ def test_threads_change_no_bit_beside_a_busy_process(backend, threads, rng):
     for params, grads in results[1:]:
         assert all(params[k].tobytes() == results[0][0][k].tobytes() for k in params)
         assert all(grads[k].tobytes() == results[0][1][k].tobytes() for k in grads)
-
-
-FORK_CHILD = textwrap.dedent("""
-    import multiprocessing as mp, sys
-    import numpy as np
-    import scratchnet as sn
-    backend = sys.argv[1]
-    x = np.linspace(-3, 3, 300_000)
-    expected = sn.sigmoid(x, backend=backend)   # the parent's kernels have run, with threads
-    def child(q):
-        q.put(sn.sigmoid(x, backend=backend).tobytes() == expected.tobytes())
-    if __name__ == "__main__":
-        ctx = mp.get_context("fork")
-        q = ctx.Queue()
-        p = ctx.Process(target=child, args=(q,))
-        p.start()
-        p.join(60)
-        if p.is_alive():
-            p.kill()
-            print("hang")
-        else:
-            print("exit", p.exitcode, q.get() if p.exitcode == 0 else None)
-    """)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", COMPILED)
-def test_a_forked_child_works_or_is_told_why_not(backend, tmp_path):
-    # The C pool restarts in the child. Numba with TBB works too; Numba with
-    # GNU OpenMP terminates the child itself (it cannot survive fork): then
-    # the parent prints what to do instead. Never a hang.
-    script = tmp_path / "fork.py"
-    script.write_text(FORK_CHILD)
-    out = subprocess.run([sys.executable, str(script), backend], capture_output=True, text=True, timeout=120)
-    assert "hang" not in out.stdout
-    layer = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import numpy as np, scratchnet as sn; sn.sigmoid(np.zeros(3), "
-            "backend='numba'); from scratchnet._threads import threading_layer; print(threading_layer())",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
-    if backend == "numba" and layer == "omp":
-        assert out.stdout.startswith("exit") and "exit 0" not in out.stdout, out.stdout
-        assert "Start processes with multiprocessing's 'spawn' method" in out.stderr, out.stderr
-    else:
-        assert out.stdout.strip() == "exit 0 True", (out.stdout, out.stderr)
 
 
 def test_the_default_thread_count_is_the_cpus_the_process_may_use():

@@ -22,7 +22,7 @@ from numba import prange
 
 from ._central_differences import as_scalar, is_batch, numerical_gradient_python, row_gradients
 from ._config import jit
-from ._threads import sync_numba
+from ._threads import forked_after_openmp, sync_numba
 
 
 @jit(cache=False)
@@ -64,6 +64,14 @@ def _gradient_kernel(f, x, h, grad, ok, nchunks):
             g[i], good[i] = _pair(f, flat, i, h)
 
 
+def _gradient_serial(f, x, h, grad, ok):
+    """_gradient_kernel's loop on one thread, from Python: the same _pair for each element, the same bits.
+    x: perturbed in place and restored."""
+    flat, g, good = x.reshape(-1), grad.reshape(-1), ok.reshape(-1)
+    for i in range(flat.size):
+        g[i], good[i] = _pair(f, flat, i, h)
+
+
 def numerical_gradient_jitted(f, x, h):
     """Validated entry from :func:`scratchnet.numerical_gradient`. x float64, finite, any shape."""
     xc = np.array(x, order="C")  # a copy: neither the probe nor the loop may touch x
@@ -75,14 +83,16 @@ def numerical_gradient_jitted(f, x, h):
         # Numba's parallel lowering cannot copy a 0-d array; one element
         # needs no threads: the serial loop on a copy (x stays untouched).
         return numerical_gradient_python(f, xc, h)
-    sync_numba()  # the process's thread count, in this Python thread
     grad = np.empty(xc.shape)
     if not xc.size:
         return grad
     ok = np.empty(xc.shape, dtype=np.bool_)
-    nchunks = min(xc.size, numba.get_num_threads())
     try:
-        _gradient_kernel(f, xc, h, grad, ok, nchunks)
+        if forked_after_openmp():  # the parallel loop cannot run here (scratchnet._threads)
+            _gradient_serial(f, xc, h, grad, ok)
+        else:
+            sync_numba()  # the process's thread count, in this Python thread
+            _gradient_kernel(f, xc, h, grad, ok, min(xc.size, numba.get_num_threads()))
     except numba.core.errors.TypingError as exc:
         raise TypeError(
             f"f: a jitted f must take one float64 array of shape {x.shape} and return a real scalar; "

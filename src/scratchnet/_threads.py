@@ -19,9 +19,19 @@ that Numba finds it. TBB balances work between threads and survives
 threads are made to wait passively (``OMP_WAIT_POLICY=passive``) unless
 the environment says otherwise: a spinning thread would take the core a
 descheduled thread needs, and on a busy machine each parallel region would
-then wait milliseconds for it. GNU OpenMP cannot survive ``fork()``: Numba
-terminates a child forked after its OpenMP threads ran; a message in the
-parent says so and how to avoid it (the ``spawn`` start method, or TBB).
+then wait milliseconds for it.
+
+Fork: GNU OpenMP cannot survive ``fork()``. In a child forked after Numba
+started its OpenMP layer, Numba's first parallel kernel sends the child
+SIGTERM (a ``multiprocessing.Pool`` then waits forever for the lost task;
+under a Python SIGTERM handler the kernel returns without computing); in a
+grandchild, or once the parent has exited, it deadlocks in libgomp. So such
+a child (:func:`forked_after_openmp`, set by an at-fork hook) never calls
+a parallel Numba kernel: the numba backend's kernels run their C twins,
+with bitwise the same results, and the gradient loop around a jitted ``f``
+runs on one thread. Without the C backend the numba backend's kernels
+raise :class:`RuntimeError` there, saying what to do instead. TBB and
+Numba's workqueue layer survive ``fork()``: nothing changes with them.
 The C kernels use their own pool (kernels/pool.c), which is fork-safe.
 """
 
@@ -34,7 +44,7 @@ import threading
 
 MAX_THREADS = 256  # the C pool's limit
 
-_state = {"threads": None}
+_state = {"threads": None, "forked_after_openmp": False}
 _followers = []  # set_num_threads(n) of thread pools outside Numba (follow)
 _lock = threading.Lock()
 
@@ -109,8 +119,6 @@ def configure_numba():
         if "NUMBA_THREADING_LAYER" not in os.environ:
             _load_tbb()
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # read by libgomp when Numba loads it
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(before=_warn_before_fork)
 
 
 def _load_tbb():
@@ -138,13 +146,20 @@ def threading_layer():
         return None
 
 
-def _warn_before_fork():
-    if threading_layer() == "omp":
-        sys.stderr.write(
-            "scratchnet: fork() after Numba's OpenMP threads ran: Numba terminates the child (GNU OpenMP "
-            "cannot survive fork). Start processes with multiprocessing's 'spawn' method "
-            "(multiprocessing.get_context('spawn')), or install TBB: pip install \"scratchnet[tbb]\"\n"
-        )
+def forked_after_openmp():
+    """True in a process forked after Numba started its OpenMP layer: it must not call a parallel
+    Numba kernel (see the module docstring)."""
+    return _state["forked_after_openmp"]
+
+
+def _after_fork_in_child():
+    # Numba is in sys.modules only if this process imported it; a grandchild keeps the flag.
+    if "numba" in sys.modules and threading_layer() == "omp":
+        _state["forked_after_openmp"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sync_numba():

@@ -293,10 +293,11 @@ def connect(scheduler=None, scheduler_file=None, workers=None):
             raise SweepError(f"{where}: cannot connect to the Dask scheduler ({exc})") from None
     n = workers or os.cpu_count() or 1
     # Processes, not threads (the kernels hold the GIL between calls); Dask
-    # starts them with spawn, never fork (a forked child of a process that
-    # ran Numba/C kernels hangs). Started with SIGINT ignored, which they
-    # inherit: Ctrl-C in a terminal signals the whole process group, and
-    # only this process should act on it (stop the sweep, close the cluster).
+    # starts them with spawn, never fork (in a child forked after Numba's
+    # OpenMP threads ran, Numba's kernels cannot run: scratchnet._threads).
+    # Started with SIGINT ignored, which they inherit: Ctrl-C in a terminal
+    # signals the whole process group, and only this process should act on
+    # it (stop the sweep, close the cluster).
     # Their logs are silenced: a run's failure is reported with the run.
     with _sigint_ignored(), dask.config.set(WORKER_CONFIG):
         cluster = LocalCluster(

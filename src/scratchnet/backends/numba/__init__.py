@@ -4,12 +4,15 @@ in, preallocated arrays out, no validation.
 Every parallel iteration writes only what it owns (an element, a row, a
 column of a gradient) and sums in a fixed order, so 1 and N threads give
 bitwise identical results. Each kernel module has a C twin of the same name
-in kernels/ that agrees with it bit for bit.
+in kernels/ that agrees with it bit for bit; in a process forked after
+Numba's OpenMP threads started, where these kernels cannot run, the twins
+run instead (scratchnet._threads).
 """
 
 import functools
 
-from ..._threads import configure_numba, sync_numba
+from ..._threads import configure_numba, forked_after_openmp, sync_numba
+from .. import load
 
 configure_numba()  # before any Numba kernel starts its threads (TBB if installed; passive OpenMP)
 # Submodules by other names: the kernels below take the names of some of them.
@@ -24,14 +27,30 @@ from . import sparse as _sparse
 
 
 def _with_threads(kernel):
-    """Run ``kernel`` with the process's thread count (Numba's is per Python thread)."""
+    """Run ``kernel`` with the process's thread count (Numba's is per Python thread), or its C twin in a
+    process forked after Numba's OpenMP threads started."""
 
     @functools.wraps(kernel)
     def run(*args):
+        if forked_after_openmp():
+            return _c_twin(kernel.__name__)(*args)
         sync_numba()
         return kernel(*args)
 
     return run
+
+
+def _c_twin(name):
+    try:
+        return getattr(load("c"), name)
+    except ImportError:
+        raise RuntimeError(
+            "backend: the numba backend cannot run in a process forked after Numba's OpenMP threads "
+            "started (GNU OpenMP does not survive fork), and the c backend that stands in for it there "
+            "is not built. Start processes with multiprocessing's 'spawn' method "
+            "(multiprocessing.get_context('spawn')), or install TBB, whose threads survive fork: "
+            'pip install "scratchnet[tbb]"'
+        ) from None
 
 
 sigmoid = _with_threads(_activations.sigmoid)
