@@ -292,11 +292,12 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cluster, data_dir, tmp_
 
 
 def test_a_killed_worker_does_not_lose_the_sweep(cluster, data_dir, tmp_path):
-    """SIGKILL the worker process in the middle of a run: the run is done again elsewhere."""
+    """SIGKILL the worker process in the middle of a run: the run resumes from its last checkpoint elsewhere."""
     import psutil
 
     out = tmp_path / "sweep"
     args = ["--out", out, "--scheduler", cluster["address"], *tiny(data_dir, iters=10000), "--seeds", "0-2"]
+    args += ["--checkpoint-every", 0.05]
     proc = subprocess.Popen(
         [sys.executable, "-m", "scratchnet", "sweep", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -305,6 +306,7 @@ def test_a_killed_worker_does_not_lose_the_sweep(cluster, data_dir, tmp_path):
     )
     try:
         victim = _worker_in_a_run(cluster, timeout=60)
+        _wait_for_checkpoints(out / "runs", timeout=60)
         for child in psutil.Process(victim.pid).children(recursive=True):  # the nanny's worker process
             child.kill()
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
@@ -317,7 +319,20 @@ def test_a_killed_worker_does_not_lose_the_sweep(cluster, data_dir, tmp_path):
     for row in rows:  # nothing half-written: each run equals the same run done alone
         assert params_bytes(out / "runs" / row["id"]) == params_bytes(single_run(row, tmp_path))
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
+    sessions = [json.loads((out / "runs" / row["id"] / "config.json").read_text())["sessions"] for row in rows]
+    assert any(len(s) == 2 and s[1] > 0 for s in sessions), sessions  # resumed, not started again
     _wait_for_workers(cluster["file"], 3, cluster["file"].parent / "cluster.log")  # the nanny restarted it
+
+
+def _wait_for_checkpoints(runs, timeout):
+    """Until every run in progress (runs/.<id>.partial) has committed a checkpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        partial = [p for p in runs.glob(".*.partial")]
+        if partial and all((p / "checkpoint.npz").exists() for p in partial):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("no run in progress committed a checkpoint")
 
 
 def _worker_in_a_run(cluster, timeout):

@@ -42,8 +42,9 @@ import uuid
 from pathlib import Path
 
 from ._atomic import atomic_open, atomic_write_text
-from .runs import RunError, run_training
+from .runs import RunError, directory, run_training
 from .runs import settings as run_settings
+from .runs.settings import CHECKPOINT_EVERY
 
 INSTALL_HINT = 'scratchnet sweep needs Dask: pip install "scratchnet[sweep]"'
 RESULT_FIELDS = ("status", "train_acc", "test_acc", "best_test_acc", "wall_time_s", "error")
@@ -156,29 +157,49 @@ def run_id(settings, swept=()):
 
 
 # -- one run, on a worker ----------------------------------------------------
-def run_on_worker(settings, run_name, threads, final_dir):
-    """Do one run in a private temporary directory; its files as bytes, and its row.
+def run_on_worker(settings, run_name, threads, final_dir, checkpoint_every=CHECKPOINT_EVERY):
+    """Do one run; its files as bytes, and its row.
 
     Executes inside a Dask task: the kernel threads are set here, in the
     thread that runs them. Every error is returned as the row's ``error``
     (a failed run never stops the sweep). ``final_dir`` (where the client
     will store the run) is what config.json records as ``--out``.
+
+    Where the sweep directory is reachable (always on a LocalCluster), the
+    run goes to ``runs/.<id>.partial`` and commits checkpoints there: a run
+    whose worker died, or whose sweep was stopped, resumes from its last
+    checkpoint. Elsewhere it runs in a private temporary directory.
     """
     row = {"status": "failed", "error": None, "files": None}
+    argv = run_settings.equivalent_argv(settings, final_dir)
+    partial = Path(final_dir).parent / f".{run_name}.partial"
     with tempfile.TemporaryDirectory(prefix="scratchnet-sweep-") as tmp:
-        out = Path(tmp) / run_name
+        out = partial if partial.parent.is_dir() else Path(tmp) / run_name
         try:
-            argv = run_settings.equivalent_argv(settings, final_dir)
-            result = run_training(settings, out, threads=threads, argv=argv)
+            resume = _resumable(out)
+            result = run_training(
+                {} if resume else settings, out, resume_from=resume, overwrite=True, threads=threads, argv=argv,
+                checkpoint_every=checkpoint_every,
+            )  # fmt: skip
         except RunError as exc:
             row["error"] = str(exc)
             return row
         except Exception as exc:  # noqa: BLE001 (recorded with the run; the sweep goes on)
             row["error"] = f"{type(exc).__name__}: {exc}"
             return row
-        row["files"] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        row["files"] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
     row.update(_row_of(result.config, result.best_test_acc), status="completed")
     return row
+
+
+def _resumable(out):
+    """The run a partial directory holds, or None (none, or one that cannot be resumed: it starts again)."""
+    if not directory.holds_run(out):
+        return None
+    try:
+        return directory.load_run(out)
+    except RunError:
+        return None
 
 
 def _row_of(config, best_epoch_test_acc):
@@ -328,7 +349,7 @@ def _sigint_ignored():
 
 def sweep(
     out, grid, *, random=None, random_seed=0, scheduler=None, scheduler_file=None, client=None, workers=None,
-    threads=1, progress=False, on_start=None, on_result=None,
+    threads=1, progress=False, on_start=None, on_result=None, checkpoint_every=CHECKPOINT_EVERY,
 ):  # fmt: skip
     """Run every point of ``grid`` as an ordinary run directory ``out/runs/<id>``.
 
@@ -356,6 +377,9 @@ def sweep(
     on_start, on_result : callable, optional
         ``on_start(n_runs, n_done_already)`` once the plan is known;
         ``on_result(point, row)`` as each run finishes.
+    checkpoint_every : float
+        Seconds of work between two checkpoints of each run (0: none); a
+        run whose worker dies resumes from its last one.
 
     Returns
     -------
@@ -379,8 +403,9 @@ def sweep(
     interrupted = False
     if todo:
         interrupted = _execute(
-            out, todo, rows, threads, progress, on_result, client, (scheduler, scheduler_file, workers)
-        )
+            out, todo, rows, (threads, checkpoint_every), progress, on_result, client,
+            (scheduler, scheduler_file, workers),
+        )  # fmt: skip
     write_results(out, points, rows)
     plotted = write_summary(out, points, rows, swept)
     table = [{"id": p["id"], **p["settings"], **rows.get(p["id"], {"status": "not run"})} for p in points]
@@ -394,8 +419,9 @@ def _write_spec(out, grid, random, random_seed, points):
     atomic_write_text(out / "sweep.json", json.dumps(spec, indent=2) + "\n")
 
 
-def _execute(out, todo, rows, threads, progress, on_result, client, where):
+def _execute(out, todo, rows, run_options, progress, on_result, client, where):
     """Submit ``todo`` and store each run as it finishes; True if interrupted."""
+    threads, checkpoint_every = run_options
     own = client is None
     bar = None
     futures = {}
@@ -406,7 +432,8 @@ def _execute(out, todo, rows, threads, progress, on_result, client, where):
         for p in todo:
             key = f"scratchnet-run-{p['id']}-{uuid.uuid4().hex[:6]}"
             final_dir = str((out / "runs" / p["id"]).resolve())
-            futures[client.submit(run_on_worker, p["settings"], p["id"], threads, final_dir, key=key, pure=False)] = p
+            args = (p["settings"], p["id"], threads, final_dir, checkpoint_every)
+            futures[client.submit(run_on_worker, *args, key=key, pure=False)] = p
         from dask.distributed import as_completed
 
         for future in as_completed(futures):
@@ -438,6 +465,7 @@ def _collect(out, point, future):
     files = row.pop("files")
     if files is not None:
         store_run(out / "runs", point["id"], files)
+        shutil.rmtree(out / "runs" / f".{point['id']}.partial", ignore_errors=True)
     return row
 
 

@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 
-from ..runs.settings import DEFAULTS, option_name
-from . import CLIError, emit, int_at_least
+from ..runs.settings import CHECKPOINT_EVERY, DEFAULTS, option_name, seconds
+from . import CLIError, argument_type, emit, int_at_least
 from ._signals import STOP_SIGNALS, exit_status, signal_name
 from .train import OPTION_HELP
 
@@ -53,6 +53,14 @@ def add_parser(sub):
     p.add_argument(
         "--threads", type=int_at_least(1), default=1, metavar="T", help="kernel threads per run (default: 1)"
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=argument_type(seconds),
+        default=CHECKPOINT_EVERY,
+        metavar="S",
+        help="each run saves a resumable state every S seconds of work, so that a run whose worker dies "
+        f"resumes there; 0: never (default: {CHECKPOINT_EVERY:g})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -71,7 +79,7 @@ def run(args):
             result = sweeps.sweep(
                 args.out, grid, random=args.random, random_seed=args.random_seed, scheduler=args.scheduler,
                 scheduler_file=args.scheduler_file, workers=args.workers, threads=args.threads,
-                progress=not args.no_progress,
+                progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
                 on_start=lambda n, done: emit(f"sweep: {n} runs, {done} done already, {n - done} to run on {where}"),
             )  # fmt: skip
     except sweeps.SweepError as exc:
