@@ -183,6 +183,14 @@ def test_cli_out_must_be_a_directory(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err and file.read_text() == "x"
 
 
+def test_cli_refuses_an_empty_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an empty --out would have put the figures
+    assert cli.main(["figures", "--out", ""]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "scratchnet: error: --out '': an empty path; name a directory, e.g. --out figures\n"
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
 def test_without_matplotlib_it_says_how_to_install(tmp_path, capsys, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... now raises ImportError

@@ -5,7 +5,8 @@ Every figure is computed with scratchnet's own functions (see
 field by ``numerical_gradient``, the descent paths by ``gradient_descent``,
 simpleNet's gradient, and the step-size study of the central difference.
 
-Exit status: 0 done, 1 matplotlib missing or the files could not be written.
+Exit status: 0 done, 1 matplotlib missing or the files could not be written, 2 a bad
+--out (empty, or not a directory).
 """
 
 import sys
@@ -35,6 +36,8 @@ def run(args):
         from .. import plots
     except ImportError as exc:  # plots says how to install matplotlib
         raise CLIError(f"figures: {exc}", status=1) from None
+    if args.out == "":  # Path("") is ".": the figures would land wherever the command runs
+        raise CLIError("--out '': an empty path; name a directory, e.g. --out figures")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a directory")
