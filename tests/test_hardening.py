@@ -7,7 +7,7 @@ test_c_extension.py; the command line: test_cli.py.)
 import numpy as np
 import pytest
 
-from scratchnet import TwoLayerNet, train
+from scratchnet import SimpleNet, TwoLayerNet, train
 
 
 @pytest.fixture
@@ -176,6 +176,42 @@ def test_a_net_too_large_for_memory_is_refused_before_allocating():
 def test_a_negative_seed_is_named():
     with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
         TwoLayerNet(6, 4, 3, seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("seed", "error", "message"),
+    [
+        (
+            "a",
+            TypeError,
+            "seed: expected an int >= 0 (or a sequence of them), a numpy SeedSequence, BitGenerator or Generator, "
+            "or None; got 'a'",
+        ),
+        (
+            1.5,
+            TypeError,
+            "seed: expected an int >= 0 (or a sequence of them), a numpy SeedSequence, BitGenerator or Generator, "
+            "or None; got 1.5",
+        ),
+        ([1, -2], ValueError, "seed: expected integers >= 0, got [1, -2]"),
+    ],
+)
+@pytest.mark.parametrize("cls", [TwoLayerNet, SimpleNet])
+def test_a_seed_numpy_cannot_take_is_named(cls, seed, error, message):
+    with pytest.raises(error) as info:
+        cls(6, 4, 3, seed=seed) if cls is TwoLayerNet else cls(seed=seed)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [None, 0, 2**70, np.int64(3), True, [1, 2], np.array([1, 2]), range(3), np.random.SeedSequence(1),
+     np.random.PCG64(1), np.random.default_rng(1), np.random.RandomState(1)],
+)  # fmt: skip
+def test_every_seed_numpy_takes_is_still_taken(seed):
+    net = TwoLayerNet(6, 4, 3, seed=seed)
+    assert net.params["W1"].shape == (6, 4)
+    assert SimpleNet(seed=seed).W.shape == (2, 3)
 
 
 def test_read_only_parameters_are_refused_before_training(toy):

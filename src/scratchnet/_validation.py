@@ -81,6 +81,25 @@ def short_repr(v, limit=60):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def make_rng(seed, name="seed"):
+    """``np.random.default_rng(seed)``; a seed it cannot take is refused by name.
+
+    Takes what NumPy takes: None, an int >= 0 or a sequence of them, a
+    SeedSequence, a BitGenerator or a Generator (bools and RandomState too).
+    """
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)) and seed < 0:
+        raise ValueError(f"{name}: expected an integer >= 0 (or a Generator or SeedSequence), got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except TypeError:  # "SeedSequence expects int or sequence of ints for entropy not a"
+        raise TypeError(
+            f"{name}: expected an int >= 0 (or a sequence of them), a numpy SeedSequence, BitGenerator or "
+            f"Generator, or None; got {short_repr(seed)}"
+        ) from None
+    except ValueError:  # "expected non-negative integer": a negative int in a sequence
+        raise ValueError(f"{name}: expected integers >= 0, got {short_repr(seed)}") from None
+
+
 _TINY = np.finfo(np.float64).tiny  # smallest normal float64
 _HUGE = np.finfo(np.float64).max
 

@@ -30,6 +30,7 @@ from ._validation import (
     forward_overflow,
     kernel_array,
     labels_from_targets,
+    make_rng,
 )
 from .backends.structs import Forward, Grads, Params
 
@@ -47,7 +48,19 @@ class TwoLayerNet:
     weight_init_std : float, optional
         Weights start as ``weight_init_std * standard_normal``; biases at 0.
     seed : int >= 0, numpy.random.SeedSequence or numpy.random.Generator, optional
-        Source of the initial weights.
+        Source of the initial weights: anything ``numpy.random.default_rng``
+        takes (also a sequence of ints >= 0, or a BitGenerator). None: fresh
+        entropy.
+
+    Raises
+    ------
+    TypeError
+        ``seed`` (or ``weight_init_std``) is of a type that cannot be used.
+    ValueError
+        A size is not a positive integer, ``weight_init_std`` is not finite,
+        or ``seed`` is negative.
+    MemoryError
+        The parameters alone would not fit in this machine's memory.
 
     Attributes
     ----------
@@ -66,11 +79,9 @@ class TwoLayerNet:
             raise TypeError(f"weight_init_std: expected a real number, got {type(weight_init_std).__name__}")
         if not np.isfinite(weight_init_std):
             raise ValueError(f"weight_init_std: expected a finite number, got {weight_init_std!r}")
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0 (or a Generator or SeedSequence), got {seed!r}")
+        rng = make_rng(seed)
         _check_memory(input_size, hidden_size, output_size)
         self.sizes = (int(input_size), int(hidden_size), int(output_size))
-        rng = np.random.default_rng(seed)
         self.params = {
             "W1": weight_init_std * rng.standard_normal((input_size, hidden_size)),
             "b1": np.zeros(hidden_size),

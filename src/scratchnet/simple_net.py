@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ._validation import make_rng
 from .functions import cross_entropy_error, softmax
 
 
@@ -33,7 +34,7 @@ class SimpleNet:
     """
 
     def __init__(self, seed=None):
-        self.W = np.random.default_rng(seed).standard_normal((2, 3))
+        self.W = make_rng(seed).standard_normal((2, 3))
 
     def predict(self, x):
         """Scores ``x @ W``: shape (3,) for one input (2,), (N, 3) for a batch (N, 2)."""
