@@ -4,9 +4,12 @@ cache: test_datasets.py; gradient.py: test_gradient.py; the C glue:
 test_c_extension.py; the command line: test_cli.py.)
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
+import scratchnet as sn
 from scratchnet import SimpleNet, TwoLayerNet, train
 
 
@@ -212,6 +215,117 @@ def test_every_seed_numpy_takes_is_still_taken(seed):
     net = TwoLayerNet(6, 4, 3, seed=seed)
     assert net.params["W1"].shape == (6, 4)
     assert SimpleNet(seed=seed).W.shape == (2, 3)
+
+
+# -- complex values: refused by name, never cast to real with a ComplexWarning ---------------
+COMPLEX = "complex values are not supported (got dtype complex128); "
+
+
+@pytest.mark.parametrize("name", ["W1", "b1", "W2", "b2"])
+def test_a_complex_parameter_is_refused_by_name(backend, rng, toy, name):
+    net = TwoLayerNet(6, 4, 3, seed=0)
+    net.params[name] = net.params[name].astype(complex)  # the imaginary parts are 0: once cast away silently
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+    message = f"params['{name}']: {COMPLEX}keep parameters real float64"
+    for call in (
+        lambda: net.predict(x, backend=backend),
+        lambda: net.loss(x, t, backend=backend),
+        lambda: net.accuracy(x, t, backend=backend),
+        lambda: net.gradient(x, t, backend=backend),
+        lambda: net.numerical_gradient(x, t, backend=backend),
+        lambda: sn.gradient_check(net, x, t, backend=backend),
+        lambda: train(net, *toy, iters_num=2, batch_size=10, backend=backend),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no ComplexWarning on the way
+            with pytest.raises(TypeError) as info:
+                call()
+        assert str(info.value) == message
+
+
+class _Complex:
+    """The arguments of the cases below: real ones, and their complex twins (imaginary parts 0 unless said)."""
+
+    def __init__(self, backend, rng, toy):
+        self.b, self.net, self.simple = backend, TwoLayerNet(6, 4, 3, seed=0), SimpleNet(seed=0)
+        self.x, self.t = rng.random((5, 6)), np.array([0, 1, 2, 1, 0])
+        self.xc, self.tc, self.y = self.x.astype(complex), self.t.astype(complex), np.full((5, 3), 1 / 3)
+        self.yc, self.toy = self.y.astype(complex), toy
+
+    def train(self, which):
+        data = [a.astype(complex) if i == which else a for i, a in enumerate(self.toy)]
+        return train(self.net, *data, backend=self.b)
+
+
+# (argument at fault, call) for every function of the chapter that takes arrays
+COMPLEX_INPUTS = {
+    "sigmoid": ("x", lambda c: sn.sigmoid(c.xc, backend=c.b)),
+    "sigmoid of a list": ("x", lambda c: sn.sigmoid([1 + 2j, 3], backend=c.b)),
+    "softmax": ("x", lambda c: sn.softmax(c.xc, backend=c.b)),
+    "cross_entropy_error y": ("y", lambda c: sn.cross_entropy_error(c.yc, c.t, backend=c.b)),
+    "cross_entropy_error labels": ("t", lambda c: sn.cross_entropy_error(c.y, c.tc, backend=c.b)),
+    "cross_entropy_error one-hot": ("t", lambda c: sn.cross_entropy_error(c.y, np.eye(3)[c.tc.real.astype(int)] + 0j)),
+    "sum_squares_error y": ("y", lambda c: sn.sum_squares_error(c.yc, c.y)),
+    "sum_squares_error t": ("t", lambda c: sn.sum_squares_error(c.y, c.yc)),
+    "predict": ("x", lambda c: c.net.predict(c.xc, backend=c.b)),
+    "loss x": ("x", lambda c: c.net.loss(c.xc, c.t, backend=c.b)),
+    "loss t": ("t", lambda c: c.net.loss(c.x, c.tc, backend=c.b)),
+    "accuracy": ("x", lambda c: c.net.accuracy(c.xc, c.t, backend=c.b)),
+    "gradient": ("x", lambda c: c.net.gradient(c.xc, c.t, backend=c.b)),
+    "numerical_gradient": ("x", lambda c: c.net.numerical_gradient(c.xc, c.t, backend=c.b)),
+    "make_batch": ("x", lambda c: c.net.make_batch(c.xc, backend=c.b)),
+    "gradient_check": ("x", lambda c: sn.gradient_check(c.net, c.xc, c.t, backend=c.b)),
+    "train x_train": ("x_train", lambda c: c.train(0)),
+    "train t_train": ("t_train", lambda c: c.train(1)),
+    "train x_test": ("x_test", lambda c: c.train(2)),
+    "train t_test": ("t_test", lambda c: c.train(3)),
+    "SimpleNet.predict": ("x", lambda c: c.simple.predict(np.array([0.6 + 1j, 0.9]))),
+    "SimpleNet.loss": ("x", lambda c: c.simple.loss(np.array([0.6, 0.9]) + 0j, np.array([0, 0, 1]))),
+    "gradient_descent": ("init_x", lambda c: sn.gradient_descent(lambda v: np.sum(v**2), np.array([1 + 1j, 2.0]))),
+}
+
+
+@pytest.mark.parametrize("case", COMPLEX_INPUTS)
+def test_a_complex_input_is_refused_by_name(backend, rng, toy, case):
+    name, call = COMPLEX_INPUTS[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError) as info:
+            call(_Complex(backend, rng, toy))
+    assert str(info.value) == f"{name}: {COMPLEX}pass real numbers"
+
+
+def test_complex_weights_of_simple_net_are_refused_by_name():
+    net = SimpleNet(seed=0)
+    net.W = net.W.astype(complex)
+    with pytest.raises(TypeError) as info:
+        net.loss(np.array([0.6, 0.9]), np.array([0, 0, 1]))
+    assert str(info.value) == f"W: {COMPLEX}pass real numbers"  # not "x", the argument of the softmax inside
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.array([1.0 + 0j, 2.0]), f"x: {COMPLEX}pass a real float64 array"),
+        (np.ones((2, 2), dtype=np.complex64), "x: complex values are not supported (got dtype complex64); "
+         "pass a real float64 array"),
+    ],
+)  # fmt: skip
+def test_numerical_gradient_refuses_a_complex_x_by_name(x, message):
+    with pytest.raises(TypeError) as info:
+        sn.numerical_gradient(lambda v: np.sum(v**2), x)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("x", "got"), [(1j, "complex"), (np.complex128(1), "dtype complex128"), ([1.0, 2j], "dtype complex128")]
+)
+def test_numerical_diff_refuses_a_complex_x_by_name(x, got):
+    with pytest.raises(TypeError) as info:
+        sn.numerical_diff(lambda v: v**2, x)
+    assert str(info.value) == (
+        f"x: complex values are not supported (got {got}); pass a real number or an array of real numbers"
+    )
 
 
 def test_read_only_parameters_are_refused_before_training(toy):

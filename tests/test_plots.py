@@ -202,6 +202,21 @@ def test_without_matplotlib_it_says_how_to_install(tmp_path, capsys, monkeypatch
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "draw"),
+    [
+        ("points", lambda: plots.tangent_figure(points=(5.0 + 1j, 10.0))),
+        ("W", lambda: plots.simple_net_figure(W=np.array(BOOK_W) + 0j)),
+        ("x", lambda: plots.simple_net_figure(x=(0.6 + 0j, 0.9))),
+        ("hs", lambda: plots.step_size_figure(hs=(1e-4 + 0j,))),
+    ],
+)
+def test_complex_arguments_of_the_figures_are_refused_by_name(name, draw):
+    with pytest.raises(TypeError) as info:
+        draw()  # once cast to float64 with a ComplexWarning, the imaginary parts dropped
+    assert str(info.value) == f"{name}: complex values are not supported (got dtype complex128); pass real numbers"
+
+
 def test_write_figures_refuses_unknown_names(tmp_path):
     with pytest.raises(ValueError, match=r"names: unknown figure\(s\) \['bogus'\]"):
         plots.write_figures(tmp_path, ["tangent", "bogus"])

@@ -21,6 +21,17 @@ def as_array(a, name):
         raise ValueError(f"{name}: cannot be read as an array ({exc})") from None
 
 
+def refuse_complex(a, name, fix="pass real numbers"):
+    """``a`` itself; a TypeError naming ``name`` if it is complex (a complex
+    array or scalar), which NumPy would otherwise cast to real, dropping the
+    imaginary parts with only a warning."""
+    dtype = getattr(a, "dtype", None)
+    if isinstance(a, (complex, np.complexfloating)) or (isinstance(dtype, np.dtype) and dtype.kind == "c"):
+        got = f"dtype {dtype}" if isinstance(dtype, np.dtype) else type(a).__name__
+        raise TypeError(f"{name}: complex values are not supported (got {got}); {fix}")
+    return a
+
+
 def kernel_array(a, dtype=None):
     """``a`` as the kernels read it: C-contiguous and aligned (a copy only if it is not)."""
     # not np.ascontiguousarray: it turns a 0-d array into shape (1,), and keeps unaligned data
@@ -30,7 +41,7 @@ def kernel_array(a, dtype=None):
 def as_float64(a, name):
     """``a`` as a C-contiguous, aligned float64 array of the same shape (0-d
     stays 0-d); booleans, complex, strings and objects are refused."""
-    arr = as_array(a, name)
+    arr = refuse_complex(as_array(a, name), name)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     return kernel_array(arr, np.float64)
@@ -41,7 +52,7 @@ def labels_from_targets(t, n, k, name="t"):
 
     Returns a C-contiguous ``intp`` array with every label in [0, k).
     """
-    t = as_array(t, name)
+    t = refuse_complex(as_array(t, name), name)
     if t.shape == (n, k):
         if t.dtype.kind not in "fiub":
             raise TypeError(f"{name}: one-hot targets must be numeric, got dtype {t.dtype}")

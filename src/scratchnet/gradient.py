@@ -23,7 +23,7 @@ import numpy as np
 
 from ._central_differences import numerical_gradient_python
 from ._config import DEFAULT_H, as_written
-from ._validation import as_array, as_real, check_step, short_repr
+from ._validation import as_array, as_real, check_step, refuse_complex, short_repr
 
 
 def numerical_diff(f, x, h=DEFAULT_H):
@@ -155,6 +155,7 @@ def numerical_gradient(f, x, h=DEFAULT_H):
     h = check_step(h)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"x: expected a float64 numpy array (it is perturbed in place), got {type(x).__name__}")
+    refuse_complex(x, "x", "pass a real float64 array")
     if x.dtype != np.float64:
         if x.dtype.kind == "f":
             raise TypeError(
@@ -261,7 +262,7 @@ def _allocate_history(step_num, shape):
 
 def as_float_copy(a, name="init_x"):
     """A float64 copy of a real numeric array_like (bool, complex, str refused)."""
-    arr = as_array(a, name)
+    arr = refuse_complex(as_array(a, name), name)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     return np.array(arr, dtype=np.float64, copy=True)
@@ -304,9 +305,10 @@ def _is_real_scalar(x):
 
 
 def _real_array(x, name, expected):
+    refuse_complex(x, name, f"pass {expected}")
     if x is None or isinstance(x, (str, bytes, bool, np.bool_, complex, np.complexfloating)):
         raise TypeError(f"{name}: expected {expected}, got {type(x).__name__}")
-    arr = as_array(x, name)
+    arr = refuse_complex(as_array(x, name), name, f"pass {expected}")
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected {expected}, got an array of dtype {arr.dtype}")
     return np.array(arr, dtype=np.float64)  # a copy: f never gets the caller's array

@@ -31,6 +31,7 @@ from ._validation import (
     kernel_array,
     labels_from_targets,
     make_rng,
+    refuse_complex,
 )
 from .backends.structs import Forward, Grads, Params
 
@@ -289,6 +290,7 @@ class TwoLayerNet:
             a = p[name]
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"params['{name}']: expected a numpy array, got {type(a).__name__}")
+            refuse_complex(a, f"params['{name}']", "keep parameters real float64")
             if a.dtype != np.float64:
                 raise TypeError(f"params['{name}']: expected float64, got {a.dtype}")
         d, h, k = self.sizes

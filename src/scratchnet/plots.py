@@ -31,6 +31,7 @@ except ImportError as exc:  # an optional dependency: say how to get it
 
 from ._atomic import atomic_open
 from ._config import DEFAULT_H, as_written
+from ._validation import as_array, refuse_complex
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .simple_net import SimpleNet
 
@@ -51,6 +52,11 @@ def function_2(x):
     return np.sum(x**2) if x.ndim == 1 else np.sum(x**2, axis=1)
 
 
+def _real_array(a, name):
+    """``a`` as a float64 array; complex values are refused by name (NumPy would drop their imaginary parts)."""
+    return np.asarray(refuse_complex(as_array(a, name), name), dtype=np.float64)
+
+
 def _figure(**kwargs):
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)  # Agg without pyplot: no global backend, no GUI
@@ -69,7 +75,7 @@ def tangent_figure(points=(5.0, 10.0), h=DEFAULT_H):
     matplotlib.figure.Figure
         Lines labelled ``f(x)`` and ``tangent at x = p, ...``.
     """
-    points = np.asarray(points, dtype=np.float64)
+    points = _real_array(points, "points")
     slopes = numerical_diff(function_1, points, h=h)
     x = np.arange(0.0, 20.0, 0.1)
     fig = _figure(figsize=(6.4, 4.8))
@@ -200,8 +206,8 @@ def simple_net_figure(W=CHAPTER_SIMPLE_NET_W, x=CHAPTER_SIMPLE_NET_X, t=CHAPTER_
         in: ``W`` and ``dL/dW``.
     """
     net = SimpleNet(seed=0)
-    net.W = np.array(W, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64)
+    net.W = np.array(_real_array(W, "W"), dtype=np.float64)
+    x = _real_array(x, "x")
     loss = net.loss(x, t)
     dW = numerical_gradient(lambda w: net.loss(x, t), net.W, h=h)
     label = int(np.argmax(t)) if np.ndim(t) else int(t)
@@ -311,10 +317,10 @@ def step_size_figure(batch_size=100, hs=STEP_SIZES, seed=0):
     from .datasets import load_mnist
     from .network import TwoLayerNet
 
+    hs = _real_array(hs, "hs")
     (x_train, t_train), _ = load_mnist(normalize=True)
     x, t = x_train[:batch_size], t_train[:batch_size]
     net = TwoLayerNet(784, 50, 10, seed=seed)
-    hs = np.asarray(hs, dtype=np.float64)
     perturbed = step_size_errors(net, x, t, hs, method="perturbed")
     series = step_size_errors(net, x, t, hs, method="series")
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._validation import make_rng
+from ._validation import as_array, make_rng, refuse_complex
 from .functions import cross_entropy_error, softmax
 
 
@@ -38,7 +38,8 @@ class SimpleNet:
 
     def predict(self, x):
         """Scores ``x @ W``: shape (3,) for one input (2,), (N, 3) for a batch (N, 2)."""
-        return np.asarray(x, dtype=np.float64) @ self.W
+        x = refuse_complex(as_array(x, "x"), "x")
+        return np.asarray(x, dtype=np.float64) @ refuse_complex(as_array(self.W, "W"), "W")
 
     def loss(self, x, t):
         """Cross-entropy of the softmax of :meth:`predict`; ``t`` one-hot or labels."""

@@ -38,6 +38,7 @@ from ._validation import (
     check_step,
     kernel_array,
     labels_from_targets,
+    refuse_complex,
     short_repr,
 )
 from .network import NUMGRAD_METHODS, PARAM_NAMES
@@ -145,7 +146,7 @@ def _check_settings(iters_num, batch_size, learning_rate, gradient, seed, train_
 def check_data(network, x, t, xname, tname):
     """``x`` (N, D) as given and ``t`` as intp labels (N,), checked against the network's sizes."""
     d, _, k = network.sizes
-    x = as_array(x, xname)
+    x = refuse_complex(as_array(x, xname), xname)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
         raise ValueError(f"{xname}: expected a non-empty array of shape (N, {d}), got shape {x.shape}")
     if x.dtype.kind not in "fiu":
