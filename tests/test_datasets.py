@@ -561,6 +561,41 @@ def test_data_dir_inside_a_file_says_so(tmp_path):
         load_mnist(data_dir=tmp_path / "file" / "data", download=True)
 
 
+LOOP = "a loop of symbolic links (following them never reaches a file or folder)"
+
+
+def _link_loop(a, b):
+    """Symbolic links ``a`` -> ``b`` -> ``a``."""
+    a.symlink_to(b)
+    b.symlink_to(a)
+    return a
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+@pytest.mark.parametrize("download", [False, True])
+def test_data_dir_that_is_a_loop_of_symlinks_says_so(tmp_path, below, download):
+    # Once: OSError: [Errno 40] Too many levels of symbolic links.
+    data_dir = _link_loop(tmp_path / "a", tmp_path / "b") / below
+    with pytest.raises(MNISTError) as info:
+        load_mnist(data_dir=data_dir, download=download)
+    assert str(info.value) == (
+        f"data_dir {data_dir}: {LOOP}; fix the links, or pass the folder that holds the four MNIST files"
+    )
+
+
+def test_data_file_that_is_a_loop_of_symlinks_says_so(tmp_path):
+    write_small_mnist(tmp_path / "data")
+    path = tmp_path / "data" / "t10k-images-idx3-ubyte.gz"
+    path.unlink()
+    _link_loop(path, tmp_path / "elsewhere")
+    with pytest.raises(MNISTError) as info:
+        load_mnist(data_dir=tmp_path / "data")
+    assert str(info.value) == f"{path}: {LOOP}; point it at the MNIST file t10k-images-idx3-ubyte[.gz] or remove it"
+    with pytest.raises(MNISTError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: {LOOP}; point it at the file itself"
+
+
 @pytest.mark.parametrize("flag", ["normalize", "flatten", "one_hot_label", "download"])
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None, 1.0, [True]])
 def test_flags_must_be_true_or_false(warm_shipped, flag, value):

@@ -182,6 +182,23 @@ def _serve_small_mnist(served, monkeypatch, base):
     return arrays
 
 
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_data_dir_that_is_a_loop_of_symlinks_is_refused_before_any_request(server, tmp_path, monkeypatch, below):
+    # Once: "is a file, not a folder" (mkdir's EEXIST), or ELOOP's strerror below the loop.
+    base, served, requests = server
+    _serve_small_mnist(served, monkeypatch, base)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    path = tmp_path / "a" / below
+    with pytest.raises(DownloadError) as info:
+        download_mnist(path)
+    assert str(info.value) == (
+        f"data_dir {path} is a loop of symbolic links (following them never reaches a file or folder): "
+        "pass a folder to download the MNIST files into"
+    )
+    assert requests == []
+
+
 def test_data_dir_that_is_a_file_is_refused_before_any_request(server, tmp_path, monkeypatch):
     # Once: download=True with data_dir a file raised FileExistsError.
     base, served, requests = server

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .._atomic import atomic_write
-from .idx import MNISTError
+from .idx import LINK_LOOP, MNISTError, is_link_loop
 
 __all__ = ["DownloadError", "download_mnist", "MIRRORS", "MNIST_MD5"]
 
@@ -89,7 +89,9 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if exc.errno == errno.EEXIST:  # there, but not a folder
+        if is_link_loop(exc) or (exc.errno == errno.EEXIST and _is_link_loop_path(directory)):
+            problem = f"is {LINK_LOOP}"
+        elif exc.errno == errno.EEXIST:  # there, but not a folder
             problem = "is a file, not a folder"
         else:
             problem = f"cannot be created as a folder ({exc.strerror})"
@@ -99,6 +101,14 @@ def download_mnist(data_dir, *, mirrors=None, md5=None, timeout=30.0):
         if not is_present(directory, name):
             fetched.append(_fetch(name, digest.lower(), directory, mirrors, timeout))
     return fetched
+
+
+def _is_link_loop_path(path):
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return is_link_loop(exc)
+    return False
 
 
 def is_present(directory, name):

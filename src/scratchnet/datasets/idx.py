@@ -18,6 +18,7 @@ garbage) and a gzip stream must end properly. Every problem is an
 :class:`MNISTError` naming the file.
 """
 
+import errno
 import gzip
 import hashlib
 import os
@@ -81,7 +82,8 @@ def read_idx(path, *, magic=None):
     MissingFileError
         If ``path`` does not exist.
     MNISTError
-        If ``path`` is not a regular file (a FIFO, a device, a folder); on a
+        If ``path`` is not a regular file (a FIFO, a device, a folder) or is
+        a loop of symbolic links; on a
         truncated or corrupt gzip stream, an invalid or unexpected magic
         number, or a body shorter (truncated) or longer (trailing garbage)
         than the header's dimensions say.
@@ -195,7 +197,13 @@ def open_regular(path, max_bytes=None):
     itself does not block. Raises MNISTError naming the path and what it is,
     FileNotFoundError if it does not exist.
     """
-    _check_regular(path, os.stat(path).st_mode)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if is_link_loop(exc):
+            raise MNISTError(f"{path}: {LINK_LOOP}; point it at the file itself") from None
+        raise
+    _check_regular(path, mode)
     fd = os.open(path, _OPEN_FLAGS)
     try:
         info = os.fstat(fd)
@@ -208,6 +216,14 @@ def open_regular(path, max_bytes=None):
     except BaseException:
         os.close(fd)
         raise
+
+
+LINK_LOOP = "a loop of symbolic links (following them never reaches a file or folder)"
+
+
+def is_link_loop(exc):
+    """True if the OSError ``exc`` is ELOOP: too many levels of symbolic links."""
+    return exc.errno == errno.ELOOP
 
 
 def file_kind(mode):

@@ -35,10 +35,12 @@ import numpy as np
 from .._atomic import atomic_write
 from .download import download_mnist
 from .idx import (
+    LINK_LOOP,
     MissingFileError,
     MNISTError,
     byte_view,
     file_kind,
+    is_link_loop,
     open_regular,
     read_idx_digest,
     readinto_full,
@@ -122,8 +124,9 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
         If a file is missing (or is a symbolic link to nothing); the message
         names it and how to provide it.
     MNISTError
-        If ``data_dir`` exists but is not a folder; if a data file is not a
-        regular file (a FIFO, a device, a folder); if a file is damaged or
+        If ``data_dir`` exists but is not a folder, or is a loop of symbolic
+        links; if a data file is not a regular file (a FIFO, a device, a
+        folder, a loop of symbolic links); if a file is damaged or
         inconsistent: truncated or corrupt gzip, wrong magic number, body
         size not matching the header, images not 28x28, image and label
         counts differing, a label above 9, or a shipped file whose SHA-256
@@ -220,6 +223,12 @@ def _check_folder(directory):
         return  # _find (or the download) says what to do
     except NotADirectoryError:
         raise MNISTError(f"data_dir {directory}: a part of this path is a file, not a folder") from None
+    except OSError as exc:
+        if is_link_loop(exc):
+            raise MNISTError(
+                f"data_dir {directory}: {LINK_LOOP}; fix the links, or pass the folder that holds the four MNIST files"
+            ) from None
+        raise
     if not stat.S_ISDIR(mode):
         raise MNISTError(
             f"data_dir {directory} is {file_kind(mode)}, not a folder: pass the folder "
@@ -239,6 +248,10 @@ def _find(directory, name, shipped):
                     f"point it at the MNIST file {name}[.gz] or remove it"
                 ) from None
             continue
+        except OSError as exc:
+            if is_link_loop(exc):
+                raise MNISTError(f"{path}: {LINK_LOOP}; point it at the MNIST file {name}[.gz] or remove it") from None
+            raise
         if not stat.S_ISREG(mode):
             raise MNISTError(
                 f"{path}: {file_kind(mode)}, not a regular file; replace it with the MNIST "
