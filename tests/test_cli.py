@@ -616,6 +616,28 @@ def test_data_dir_of_an_unknown_user(env, capsys):
     one_line_error(status, err, "--data-dir ~nosuchuser/x: ")
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SCRATCHNET_CACHE_DIR",
+            "~scratchnet-no-such-user/x",
+            "SCRATCHNET_CACHE_DIR='~scratchnet-no-such-user/x': cannot expand '~scratchnet-no-such-user': there is "
+            "no user 'scratchnet-no-such-user'; set it to a folder path without '~', e.g. an absolute one",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "figures", "sweep"])
+def test_an_environment_variable_that_cannot_be_used_is_one_line(command, name, value, message, tmp_path, monkeypatch):
+    # Once: RuntimeError: Could not determine home directory; Numba's ValueError; each with a traceback.
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    with contextlib.redirect_stdout(io.StringIO()) as stdout, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        status = cli.main([command, "--out", str(out), *(["--iters", "1"] if command == "train" else [])])
+    one_line_error(status, stderr.getvalue(), message)
+    assert stdout.getvalue() == "" and not out.exists()  # refused before any work
+
+
 def saved_run(data_dirs, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_main(["--data-dir", data_dirs["tiny"], *TINY, "--iters", 2, "--out", out], capsys)[0] == 0

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import pwd
 import re
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from idx_helpers import (
     write_idx,
     write_small_mnist,
 )
+from scratchnet import EnvironmentVariableError
 from scratchnet import _atomic as atomic_module
 from scratchnet.datasets import MissingFileError, MNISTError, cache_dir, load_mnist, read_idx
 from scratchnet.datasets import mnist as mnist_module
@@ -203,6 +205,43 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "home" / ".cache" / "scratchnet"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == tmp_path / "home" / ".cache" / "scratchnet"
+
+
+NO_USER = "~scratchnet-no-such-user"
+
+
+def test_a_cache_dir_of_an_unknown_user_is_named(monkeypatch, warm_shipped):
+    # Once: RuntimeError: Could not determine home directory.
+    monkeypatch.setenv("SCRATCHNET_CACHE_DIR", f"{NO_USER}/cache")
+    message = (
+        f"SCRATCHNET_CACHE_DIR='{NO_USER}/cache': cannot expand {NO_USER!r}: there is no user "
+        f"{NO_USER[1:]!r}; set it to a folder path without '~', e.g. an absolute one"
+    )
+    for call in (cache_dir, load_mnist):
+        with pytest.raises(EnvironmentVariableError) as info:
+            call()
+        assert str(info.value) == message
+    assert isinstance(info.value, ValueError)  # what scratchnet.runs reports as a data problem
+
+
+def test_a_cache_dir_without_a_home_is_named(monkeypatch):
+    monkeypatch.delenv("HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))  # no home on record
+    monkeypatch.setenv("SCRATCHNET_CACHE_DIR", "~/cache")
+    with pytest.raises(EnvironmentVariableError) as info:
+        cache_dir()
+    assert str(info.value) == (
+        "SCRATCHNET_CACHE_DIR='~/cache': cannot expand '~': no home directory is known (HOME is not set); "
+        "set it to a folder path without '~', e.g. an absolute one"
+    )
+    monkeypatch.delenv("SCRATCHNET_CACHE_DIR")
+    with pytest.raises(EnvironmentVariableError) as info:
+        cache_dir()
+    assert str(info.value) == (
+        "HOME: not set, and this user has no home directory on record, so the dataset cache (~/.cache/scratchnet) "
+        "has no place; set HOME, XDG_CACHE_HOME or SCRATCHNET_CACHE_DIR to a folder path"
+    )
 
 
 def test_user_data_dir_loads_and_caches(tmp_path, private_cache, parse_count):

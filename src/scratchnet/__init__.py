@@ -8,6 +8,7 @@ backends (``"numpy"`` reference, ``"numba"`` default, ``"c"`` compiled):
 array([6., 8.])
 """
 
+from ._config import EnvironmentVariableError
 from ._threads import get_num_threads, set_num_threads
 from ._version import __version__  # noqa: F401 (scratchnet.__version__)
 from .backends import available_backends, get_backend, set_backend
@@ -23,6 +24,7 @@ from .training import History, train
 __all__ = [
     "available_backends",
     "cross_entropy_error",
+    "EnvironmentVariableError",
     "get_backend",
     "get_num_threads",
     "History",

@@ -7,6 +7,7 @@ results depend on vector width.
 """
 
 import os
+import shlex
 import stat
 import tempfile
 
@@ -83,6 +84,21 @@ def as_written(x):
 
 
 NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
+
+
+class EnvironmentVariableError(ValueError):
+    """An environment variable that scratchnet or Numba reads has a value they cannot use.
+
+    The message is one line: the variable and its value, what is wrong, and
+    the values accepted. Raised where the value is first needed:
+    ``SCRATCHNET_CACHE_DIR`` by :func:`~scratchnet.datasets.cache_dir` (and
+    so :func:`~scratchnet.load_mnist`).
+    """
+
+
+def env_setting(name, value):
+    """``NAME=value`` as a shell would write it, for a message."""
+    return f"{name}={shlex.quote(value)}"
 
 
 def _fallback_cache_dir():

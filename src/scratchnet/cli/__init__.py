@@ -5,7 +5,7 @@ and ``run(args) -> exit status``. This module holds what they share: the
 parser, :class:`CLIError`, argument types and the entry point. What a
 run does is :mod:`scratchnet.runs`; the commands parse and print.
 
-Exit status: 0 done, 1 the command failed, 2 bad options or data, 130
+Exit status: 0 done, 1 the command failed, 2 bad options, data or environment variables, 130
 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP.
 """
 
@@ -16,6 +16,8 @@ import signal
 import sys
 
 from .._blas import single_threaded_blas_unless_configured
+from .._config import EnvironmentVariableError
+from ..datasets import cache_dir
 from ..runs import RunError, settings
 from ._signals import STOP_SIGNALS
 
@@ -80,6 +82,12 @@ def emit(text, stream="stdout"):
         setattr(sys, stream, open(os.devnull, "w"))  # noqa: SIM115 (for the rest of the process)
 
 
+def check_environment():
+    """Refuse, before any work, an environment variable that every command would trip on later
+    (EnvironmentVariableError): the dataset cache's folder."""
+    cache_dir()
+
+
 def main(argv=None):
     """Entry point of the ``scratchnet`` command; returns the exit status."""
     from ._signals import Aborted
@@ -87,11 +95,15 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_environment()
         with single_threaded_blas_unless_configured():
             return _command(args.command).run(args)
     except (CLIError, RunError) as exc:
         emit(f"scratchnet: error: {exc}", "stderr")
         return exc.status
+    except EnvironmentVariableError as exc:
+        emit(f"scratchnet: error: {exc}", "stderr")
+        return 2
     except Aborted as exc:  # a signal before training started, or a second one before saving
         emit(f"scratchnet: aborted ({exc}); nothing of this session was saved", "stderr")
         return exc.status

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from .._config import EnvironmentVariableError, env_setting
 from .download import download_mnist
 from .idx import (
     LINK_LOOP,
@@ -135,6 +136,9 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
         If ``download=True`` and every mirror failed for a missing file.
     OSError
         If a file or folder exists but cannot be read (e.g. permissions).
+    scratchnet.EnvironmentVariableError
+        If ``$SCRATCHNET_CACHE_DIR`` cannot be expanded into a folder path
+        (see :func:`cache_dir`).
 
     Notes
     -----
@@ -142,7 +146,8 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
     fails to load in any way (damaged, replaced, or not MNIST layout) is
     removed and rebuilt from the data files; a cache that cannot be written
     (read-only or full disk) is skipped silently. Errors are never raised
-    because of the cache.
+    because of the cache, except for a cache folder setting that names no
+    folder at all (above).
     """
     for name, flag in [
         ("normalize", normalize),
@@ -171,13 +176,35 @@ def cache_dir():
         ``$SCRATCHNET_CACHE_DIR`` if set and non-empty, else
         ``$XDG_CACHE_HOME/scratchnet`` if that is an absolute path (as the
         XDG spec asks), else ``~/.cache/scratchnet``.
+
+    Raises
+    ------
+    scratchnet.EnvironmentVariableError
+        If ``$SCRATCHNET_CACHE_DIR`` starts with ``~`` or ``~user`` that
+        cannot be expanded (no such user, or no home directory known), or
+        if the default is needed and the home directory is unknown.
     """
     override = os.environ.get("SCRATCHNET_CACHE_DIR")
     if override:
-        return Path(override).expanduser()
+        try:
+            return Path(override).expanduser()
+        except RuntimeError:  # "Could not determine home directory."
+            head = override.split(os.sep, 1)[0]
+            why = "no home directory is known (HOME is not set)" if head == "~" else f"there is no user {head[1:]!r}"
+            raise EnvironmentVariableError(
+                f"{env_setting('SCRATCHNET_CACHE_DIR', override)}: cannot expand {head!r}: {why}; "
+                "set it to a folder path without '~', e.g. an absolute one"
+            ) from None
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "scratchnet"
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "scratchnet"
+    try:
+        return Path.home() / ".cache" / "scratchnet"
+    except RuntimeError:
+        raise EnvironmentVariableError(
+            "HOME: not set, and this user has no home directory on record, so the dataset cache "
+            "(~/.cache/scratchnet) has no place; set HOME, XDG_CACHE_HOME or SCRATCHNET_CACHE_DIR to a folder path"
+        ) from None
 
 
 def _images(x, normalize, flatten):
