@@ -625,6 +625,8 @@ def test_data_dir_of_an_unknown_user(env, capsys):
             "SCRATCHNET_CACHE_DIR='~scratchnet-no-such-user/x': cannot expand '~scratchnet-no-such-user': there is "
             "no user 'scratchnet-no-such-user'; set it to a folder path without '~', e.g. an absolute one",
         ),
+        ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS=0: Numba needs at least 1 thread; set it to a number of "),
+        ("NUMBA_THREADING_LAYER", "bogus", "NUMBA_THREADING_LAYER=bogus: not a threading layer of Numba; expected "),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "figures", "sweep"])
@@ -636,6 +638,17 @@ def test_an_environment_variable_that_cannot_be_used_is_one_line(command, name, 
         status = cli.main([command, "--out", str(out), *(["--iters", "1"] if command == "train" else [])])
     one_line_error(status, stderr.getvalue(), message)
     assert stdout.getvalue() == "" and not out.exists()  # refused before any work
+
+
+def test_a_threading_layer_numba_cannot_load_is_one_line(data_dirs, env):
+    # Found only when Numba starts its threads, at the first kernel: "safe" is TBB.
+    env = {k: v for k, v in env.items() if not k.startswith("NUMBA_")} | {"NUMBA_THREADING_LAYER": "safe"}
+    proc = run_cli(["train", "--data-dir", data_dirs["tiny"], *TINY, "--iters", 1], env)
+    if proc.returncode == 0:
+        pytest.skip("Numba loads TBB here")
+    err = proc.stderr.splitlines()[-1] + "\n"  # after the line that opens the run
+    one_line_error(proc.returncode, err, "NUMBA_THREADING_LAYER=safe: Numba could not load this threading layer (")
+    assert "Traceback" not in proc.stderr
 
 
 def saved_run(data_dirs, tmp_path, capsys):

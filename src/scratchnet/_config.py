@@ -6,6 +6,7 @@ with the NumPy reference to a few ulps, and reassociation would also make
 results depend on vector width.
 """
 
+import importlib.metadata
 import os
 import shlex
 import stat
@@ -85,6 +86,10 @@ def as_written(x):
 
 NUMBA_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
 
+# The values Numba takes for NUMBA_THREADING_LAYER (case-insensitive), and its layers.
+NUMBA_THREADING_LAYERS = ("default", "safe", "threadsafe", "forksafe", "tbb", "omp", "workqueue")
+_NUMBA_LAYERS = ("tbb", "omp", "workqueue")
+
 
 class EnvironmentVariableError(ValueError):
     """An environment variable that scratchnet or Numba reads has a value they cannot use.
@@ -92,13 +97,90 @@ class EnvironmentVariableError(ValueError):
     The message is one line: the variable and its value, what is wrong, and
     the values accepted. Raised where the value is first needed:
     ``SCRATCHNET_CACHE_DIR`` by :func:`~scratchnet.datasets.cache_dir` (and
-    so :func:`~scratchnet.load_mnist`).
+    so :func:`~scratchnet.load_mnist`), Numba's variables before Numba is
+    first used (the numba backend's first kernel, the thread count, the C
+    backend, which follows it) rather than at ``import scratchnet``, so
+    that the numpy backend works whatever they say.
     """
 
 
 def env_setting(name, value):
     """``NAME=value`` as a shell would write it, for a message."""
     return f"{name}={shlex.quote(value)}"
+
+
+def check_numba_environment(environ=None):
+    """Raise EnvironmentVariableError for a Numba variable that would fail in Numba.
+
+    Checked before Numba reads them (at ``import numba``, and when it starts
+    its threads), where they would raise a traceback from Numba's insides
+    or, for an unreadable ``NUMBA_NUM_THREADS``, warn and be ignored:
+
+    * ``NUMBA_NUM_THREADS``: a whole number >= 1;
+    * ``NUMBA_THREADING_LAYER``: one of :data:`NUMBA_THREADING_LAYERS`;
+    * ``NUMBA_THREADING_LAYER_PRIORITY``: tbb, omp and workqueue, each once.
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("NUMBA_NUM_THREADS")
+    if value is not None:
+        try:
+            count = int(value)  # what Numba does
+        except ValueError:
+            count = None
+        if count is None or count < 1:
+            what = "not a whole number" if count is None else "Numba needs at least 1 thread"
+            raise EnvironmentVariableError(
+                f"{env_setting('NUMBA_NUM_THREADS', value)}: {what}; set it to a number of threads from 1 up "
+                f"(this process may use {usable_cpus()} CPUs), or unset it for one thread per CPU"
+            )
+    value = environ.get("NUMBA_THREADING_LAYER")
+    if value is not None and value.lower() not in NUMBA_THREADING_LAYERS:
+        raise EnvironmentVariableError(
+            f"{env_setting('NUMBA_THREADING_LAYER', value)}: not a threading layer of Numba; expected one of "
+            f"{', '.join(NUMBA_THREADING_LAYERS)}, or unset it for Numba's default"
+        )
+    value = environ.get("NUMBA_THREADING_LAYER_PRIORITY")
+    if value is not None and sorted(value.split()) != sorted(_NUMBA_LAYERS):
+        raise EnvironmentVariableError(
+            f"{env_setting('NUMBA_THREADING_LAYER_PRIORITY', value)}: expected the layers tbb, omp and workqueue, "
+            "each once, in the order Numba should try them (e.g. 'omp tbb workqueue'), or unset it"
+        )
+
+
+def usable_cpus():
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def raise_if_layer_unavailable(exc, environ=None):
+    """EnvironmentVariableError naming NUMBA_THREADING_LAYER if ``exc``, Numba's
+    ValueError on starting its threads, says the layer it names cannot be
+    loaded (e.g. ``tbb`` without TBB); otherwise nothing (the caller re-raises)."""
+    environ = os.environ if environ is None else environ
+    text = str(exc)
+    value = environ.get("NUMBA_THREADING_LAYER")
+    if value is None or not text.startswith("No threading layer could be loaded"):
+        return
+    hint = " ".join(text.partition("HINT:")[2].split())  # "Intel TBB is required, try: $ conda/pip install tbb"
+    if "TBB" in hint and _installed("tbb"):
+        # _threads.configure_numba loads the tbb package's library only when NUMBA_THREADING_LAYER is unset
+        hint = "the tbb package is installed, but its library is loaded for Numba only when this is unset"
+    raise EnvironmentVariableError(
+        f"{env_setting('NUMBA_THREADING_LAYER', value)}: Numba could not load this threading layer"
+        f"{f' ({hint})' if hint else ''}; install what it needs, set NUMBA_THREADING_LAYER=workqueue (always "
+        "available), or unset it for Numba's default"
+    ) from None
+
+
+def _installed(distribution):
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _fallback_cache_dir():
@@ -134,6 +216,7 @@ def jit(parallel=False, cache=True):
     directory under the temporary directory, and if even that is not
     possible the kernel is compiled without a cache.
     """
+    check_numba_environment()
     import numba
     from numba.core import config as numba_config
 

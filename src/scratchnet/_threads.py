@@ -42,6 +42,8 @@ import os
 import sys
 import threading
 
+from ._config import check_numba_environment, raise_if_layer_unavailable, usable_cpus
+
 MAX_THREADS = 256  # the C pool's limit
 
 _state = {"threads": None, "forked_after_openmp": False}
@@ -49,16 +51,9 @@ _followers = []  # set_num_threads(n) of thread pools outside Numba (follow)
 _lock = threading.Lock()
 
 
-def usable_cpus():
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
 def numba_limit():
     """The threads Numba was started with (``NUMBA_NUM_THREADS``)."""
+    check_numba_environment()  # before import numba reads them
     import numba
 
     return numba.config.NUMBA_NUM_THREADS
@@ -168,5 +163,10 @@ def sync_numba():
 
     configure_numba()
     n = get_num_threads()
-    if numba.get_num_threads() != n:
+    try:
+        current = numba.get_num_threads()  # the first call starts Numba's threads
+    except ValueError as exc:  # "No threading layer could be loaded. HINT: ..."
+        raise_if_layer_unavailable(exc)
+        raise
+    if current != n:
         numba.set_num_threads(n)

@@ -16,7 +16,7 @@ import signal
 import sys
 
 from .._blas import single_threaded_blas_unless_configured
-from .._config import EnvironmentVariableError
+from .._config import EnvironmentVariableError, check_numba_environment
 from ..datasets import cache_dir
 from ..runs import RunError, settings
 from ._signals import STOP_SIGNALS
@@ -84,8 +84,9 @@ def emit(text, stream="stdout"):
 
 def check_environment():
     """Refuse, before any work, an environment variable that every command would trip on later
-    (EnvironmentVariableError): the dataset cache's folder."""
+    (EnvironmentVariableError): the dataset cache's folder, Numba's threads."""
     cache_dir()
+    check_numba_environment()
 
 
 def main(argv=None):
@@ -101,7 +102,7 @@ def main(argv=None):
     except (CLIError, RunError) as exc:
         emit(f"scratchnet: error: {exc}", "stderr")
         return exc.status
-    except EnvironmentVariableError as exc:
+    except EnvironmentVariableError as exc:  # also one found late, e.g. a threading layer Numba cannot load
         emit(f"scratchnet: error: {exc}", "stderr")
         return 2
     except Aborted as exc:  # a signal before training started, or a second one before saving

@@ -11,9 +11,11 @@ run instead (scratchnet._threads).
 
 import functools
 
+from ..._config import check_numba_environment
 from ..._threads import configure_numba, forked_after_openmp, sync_numba
 from .. import load
 
+check_numba_environment()  # a one-line error, not Numba's traceback at its import
 configure_numba()  # before any Numba kernel starts its threads (TBB if installed; passive OpenMP)
 # Submodules by other names: the kernels below take the names of some of them.
 from . import activations as _activations
