@@ -197,3 +197,11 @@ def test_settings_out_of_bounds_are_refused_by_name(changes, message, data_dir):
 def test_checkpoint_every_is_checked(data_dir, tmp_path):
     with pytest.raises(RunError, match=r"--checkpoint-every -1: must be a finite number of seconds >= 0, got -1"):
         runs.run_training(settings(data_dir), tmp_path / "run", checkpoint_every=-1)
+
+
+def test_a_data_dir_that_is_a_loop_of_symbolic_links_is_named(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(RunError, match="a loop of symbolic links") as error:
+        runs.run_training({"data_dir": str(tmp_path / "a"), "iters": 1})
+    assert str(error.value).startswith("--data-dir ") and "\n" not in str(error.value)

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
+from .._config import EnvironmentVariableError
 from ..datasets import load_mnist
 from ..datasets.mnist import FILES, SHIPPED_SHA256
 from .errors import RunError
@@ -13,6 +14,8 @@ def load_data(settings):
     """((x_train, t_train), (x_test, t_test)) as the chapter loads them."""
     try:
         return load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=settings["data_dir"])
+    except EnvironmentVariableError as exc:  # the message names the variable
+        raise RunError(str(exc)) from None
     except (ValueError, OSError) as exc:  # MNISTError, MissingFileError, unreadable folder
         where = "--data-dir " + settings["data_dir"] if settings["data_dir"] else "shipped MNIST"
         raise RunError(f"{where}: {exc}") from None

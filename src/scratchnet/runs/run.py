@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backends
 from .._blas import single_threaded_blas_unless_configured
-from .._config import ACCURACY_CHUNK
+from .._config import ACCURACY_CHUNK, EnvironmentVariableError
 from .._threads import get_num_threads, set_num_threads
 from .._version import __version__
 from ..network import PARAM_NAMES, TwoLayerNet
@@ -94,11 +94,15 @@ class _Setup:
 def _use_backend(settings, threads):
     try:
         backends.load(settings["backend"])
+    except EnvironmentVariableError as exc:  # the message names the variable
+        raise RunError(str(exc)) from None
     except ImportError as exc:
         raise RunError(f"--backend {settings['backend']}: not available on this installation ({exc})") from None
     if threads is not None:
         try:
             set_num_threads(threads)
+        except EnvironmentVariableError as exc:
+            raise RunError(str(exc)) from None
         except ValueError as exc:
             raise RunError(f"--threads {threads}: {str(exc).removeprefix('n: ')}") from None
 

@@ -144,9 +144,16 @@ def complete_settings(settings):
 def resolve_data_dir(value):
     """A data directory as the absolute path recorded in config.json."""
     try:
-        return str(Path(value).expanduser().resolve())
+        path = Path(value).expanduser()
     except RuntimeError as exc:  # ~nosuchuser
         raise RunError(f"--data-dir {value}: {exc}; write the path without '~' or with an existing user") from None
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+        raise RunError(
+            f"--data-dir {value}: a loop of symbolic links (following them never reaches a folder); "
+            "fix the links, or name the folder that holds the four MNIST files"
+        ) from None
 
 
 def resumed_settings(saved, given):
