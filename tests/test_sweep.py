@@ -8,6 +8,7 @@ subset, hidden 6) so the whole module takes well under a minute and a half.
 """
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from idx_helpers import write_idx
 from scratchnet import cli
 from scratchnet.datasets import load_mnist
 from scratchnet.runs import run_training
-from scratchnet.sweep import SweepError, expand, normalize_grid, parse_values, run_id
+from scratchnet.sweep import SweepError, expand, grid_point, normalize_grid, parse_values, run_id
 
 pytest.importorskip("distributed", reason='the sweep tests need Dask: pip install "scratchnet[sweep]"')
 
@@ -99,9 +100,15 @@ def test_values_lists_and_ranges():
     assert parse_values("lr", "0.01,0.1,1") == [0.01, 0.1, 1.0]
     assert parse_values("seed", "0-3,7") == [0, 1, 2, 3, 7]
     assert parse_values("gradient", "backprop,numerical") == ["backprop", "numerical"]
+    # each value once, where it first appears; overlapping ranges are cut, never listed
+    seeds = parse_values("seed", "5,0-9,3-12,2")
+    assert seeds == [5, 0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]
+    assert seeds.parts == [range(5, 6), range(0, 5), range(6, 13)]
+    assert parse_values("lr", "0.1,1,0.1") == [0.1, 1.0]
     for key, text, message in [
         ("lr", "0.1,-1", "--lr -1: must be a finite positive"),
         ("hidden", "5-2", "--hidden 5-2: an empty range"),
+        ("batch_size", "0-100", "--batch-size 0: must be >= 1"),  # a range is checked at its ends
         ("backend", "numba,cuda", "--backend cuda: invalid choice"),
         ("iters", "10,,20", "--iters '10,,20': an empty value"),
     ]:
@@ -122,6 +129,77 @@ def test_full_grid_random_points_and_ids():
     # derived from the settings alone: a default given explicitly is the same run
     assert run_id({"lr": 0.1}, ["lr"]) == run_id({"lr": 0.1, "iters": 10000, "backend": "numba"}, ["lr"])
     assert run_id({"lr": 0.1}, ["lr"]) != run_id({"lr": 0.1, "seed": 1}, ["lr"])
+
+
+def test_points_in_product_order_and_the_same_draws_as_before():
+    grid = normalize_grid({"lr": [0.1, 1], "hidden": "5", "seed": parse_values("seed", "3,0-2"), "iters": [100, 200]})
+    product = itertools.product([0.1, 1.0], [5], [3, 0, 1, 2], [100, 200])
+    assert list(expand(grid)) == [dict(zip(grid, combo)) for combo in product]
+    # Grids of fewer than 2**63 points: numpy's default_rng(seed).choice(size, N, replace=False),
+    # the points scratchnet always drew (these are what the list-building code drew).
+    assert expand(grid, random=5, random_seed=1).numbers == [0, 5, 6, 10, 14]
+    assert expand(grid, random=5, random_seed=2).numbers == [1, 3, 4, 6, 10]
+    assert expand(grid, random=16) == expand(grid)  # N >= the grid: all of it
+
+
+# A grid listed by mistake (10**21 seeds, value by value) must fail fast
+# rather than fill the machine: these run in a process with 1 GB of
+# address space (they use 160 MB; 320 MB with a Dask client), under a
+# timeout. One BLAS thread: on many cores, OpenBLAS's thread stacks alone
+# would take a good part of the 1 GB.
+LIMITED = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))\n"
+
+
+def run_limited(code, *args, timeout=60):
+    """``python -c code args`` in a process limited to 1 GB of address space."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", LIMITED + code, *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_grid_of_10_to_the_21_points_is_sampled_without_listing_it():
+    r = run_limited("""
+import json
+from scratchnet.sweep import SweepError, expand, normalize_grid, parse_values
+grid = normalize_grid({"seed": parse_values("seed", "0-999999999999999999999"), "lr": [0.1, 1],
+                       "hidden": range(1, 10**12 + 1)})
+sample = expand(grid, random=2, random_seed=7)
+try:
+    expand(grid)
+except SweepError as exc:
+    refused = str(exc)
+print(json.dumps({"sizes": [v.size for v in grid.values()], "parts": [len(v.parts) for v in grid.values()],
+                  "len": len(sample), "numbers": sample.numbers, "points": list(sample),
+                  "again": list(expand(grid, random=2, random_seed=7)),
+                  "other": list(expand(grid, random=2, random_seed=8)), "refused": refused}))
+""")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = json.loads(r.stdout)
+    assert r["sizes"] == [10**21, 2, 10**12] and r["parts"] == [1, 1, 1]  # ranges, not lists
+    assert r["len"] == 2 and r["numbers"] == sorted(set(r["numbers"]))  # distinct, in grid order
+    grid = normalize_grid({"seed": range(10**21), "lr": [0.1, 1], "hidden": range(1, 10**12 + 1)})
+    assert r["points"] == [grid_point(grid, k) for k in r["numbers"]]
+    # Beyond 2**63 points, Floyd's algorithm over Python ints from default_rng(seed)'s 64-bit words:
+    # the same seed, the same points, on every machine.
+    assert r["numbers"] == [779276229091312971640051373679741, 1622840613767887377281453446289299]
+    assert r["again"] == r["points"] and r["other"] != r["points"]
+    assert r["refused"] == (
+        "--seed 0-999999999999999999999 --lr 0.1,1.0 --hidden 1-1000000000000: the grid has "
+        "2,000,000,000,000,000,000,000,000,000,000,000 runs, more than a sweep runs in full (100,000); "
+        "sample it with --random N"
+    )
+
+
+def test_a_full_grid_beyond_the_bound_says_how_to_sample_it(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli.main(["sweep", "--out", str(out), "--seeds", "0-1000000"]) == 2
+    assert capsys.readouterr().err == (
+        "scratchnet: error: --seed 0-1000000: the grid has 1,000,001 runs, more than a sweep runs in full "
+        "(100,000); sample it with --random N\n"
+    )
+    assert cli.main(["sweep", "--out", str(out), "--seeds", "0-1000000", "--random", "100001"]) == 2
+    assert capsys.readouterr().err == "scratchnet: error: --random 100001: more runs than a sweep does (100,000)\n"
+    assert not out.exists()  # refused before anything is written
 
 
 def test_every_train_setting_is_sweepable(monkeypatch, capsys):
@@ -277,6 +355,22 @@ def test_cluster_sweep_equals_single_runs_and_resumes(cluster, data_dir, tmp_pat
     assert "4 runs, 3 done already, 1 to run" in r.stdout
     assert params_bytes(out / "runs" / gone) == before
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_cluster_sweep_of_two_points_of_a_huge_grid(cluster, data_dir, tmp_path):
+    """Run ids, sweep.json and results.csv are made for the points run, never for the whole grid."""
+    out = tmp_path / "sweep"
+    huge = ["--seeds", "0-999999999999999999999", "--random", 2]
+    args = ["--out", out, "--scheduler", cluster["address"], *tiny(data_dir, iters=2), *huge]
+    r = run_limited("import sys; from scratchnet import cli; sys.exit(cli.main(sys.argv[1:]))", "sweep", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sweep: 2 runs, 0 done already, 2 to run" in r.stdout
+    rows = read_results(out)
+    assert [row["status"] for row in rows] == ["completed"] * 2
+    seeds = [int(row["seed"]) for row in rows]
+    assert seeds == sorted(set(seeds)) and all(0 <= s < 10**21 for s in seeds)
+    spec = json.loads((out / "sweep.json").read_text())
+    assert spec["grid"]["seed"] == ["0-999999999999999999999"] and spec["runs"] == [row["id"] for row in rows]
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cluster, data_dir, tmp_path):

@@ -23,6 +23,7 @@ The settings are those of ``scratchnet train`` (:mod:`scratchnet.runs.settings`:
 added there is sweepable here.
 """
 
+import bisect
 import contextlib
 import csv
 import dataclasses
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from ._atomic import atomic_open, atomic_write_text
@@ -55,14 +57,22 @@ class SweepError(ValueError):
 
 
 # -- the grid ----------------------------------------------------------------
+# A grid is never listed: a range of integers stays a range, a point of the
+# product is computed from its number, and --random draws point numbers. The
+# work before the runs start grows with the number of settings and of runs,
+# not with the size of the grid.
+MAX_RUNS = 100_000  # the most runs a sweep does: a full grid, or --random N
+
+
 def parse_values(key, text):
     """Values of one setting from the command line: ``0.01,0.1,1``, or for integers also ``0-9``.
 
-    Each value is parsed by the ``scratchnet train`` option of ``key``.
+    Each value is parsed by the ``scratchnet train`` option of ``key``; a
+    range by its two ends (the integer options check bounds). Returns
+    :class:`Values`: a range is never listed.
     """
     option = run_settings.option_name(key)
-    parse = run_settings.OPTION_TYPES.get(key)
-    values = []
+    items = []
     for item in str(text).split(","):
         item = item.strip()
         span = re.fullmatch(r"(\d+)-(\d+)", item)
@@ -70,12 +80,12 @@ def parse_values(key, text):
             lo, hi = int(span[1]), int(span[2])
             if hi < lo:
                 raise SweepError(f"{option} {item}: an empty range (write LOW-HIGH with LOW <= HIGH)")
-            values += [parse(str(v)) for v in range(lo, hi + 1)]
+            items.append(_checked_range(key, range(lo, hi + 1)))
         elif item == "":
             raise SweepError(f"{option} {text!r}: an empty value in the list")
         else:
-            values.append(_parse_one(key, item))
-    return values
+            items.append(_parse_one(key, item))
+    return Values.distinct(items)
 
 
 def _parse_one(key, value):
@@ -91,40 +101,245 @@ def _parse_one(key, value):
     return value
 
 
-def normalize_grid(grid):
-    """``{setting: [values]}`` from ``{setting: value or iterable}``, every value parsed.
+def _checked_range(key, values):
+    """A range of an integer setting, checked at its ends (its options take an interval)."""
+    if values:
+        _parse_one(key, values[0])
+        _parse_one(key, values[-1])
+    return values
 
-    Keys are the ``scratchnet train`` settings; ``seeds`` is accepted for ``seed``.
+
+class Values(Sequence):
+    """The values of one setting, in order, each once: runs of single values and ranges of integers.
+
+    ``size`` is the number of values (``len()`` too, up to ``sys.maxsize``);
+    ``values[i]`` finds its part by bisection. Nothing is listed.
+    """
+
+    def __init__(self, parts):
+        self.parts = parts  # lists, and ranges of step 1: not empty, no value twice
+        self._starts = list(itertools.accumulate((_count(p) for p in parts), initial=0))
+        self.size = self._starts[-1]
+
+    @classmethod
+    def distinct(cls, items):
+        """Values of ``items`` (single values and ranges of step 1), a value seen before dropped."""
+        parts, covered, seen = [], [], set()
+        for item in items:
+            if isinstance(item, range) or type(item) is int:
+                item = item if isinstance(item, range) else range(item, item + 1)
+                pieces = _claim(covered, item.start, item.stop) if item else []
+            elif item in seen:
+                continue
+            else:
+                seen.add(item)
+                pieces = [[item]]
+            for piece in pieces:
+                last = parts[-1] if parts else None
+                if isinstance(piece, list) and isinstance(last, list):
+                    last.extend(piece)
+                elif isinstance(piece, range) and isinstance(last, range) and last.stop == piece.start:
+                    parts[-1] = range(last.start, piece.stop)
+                else:
+                    parts.append(piece)
+        return cls(parts)
+
+    def items(self):
+        """The parts again, a list's values one by one and a range as itself."""
+        for part in self.parts:
+            yield from [part] if isinstance(part, range) else part
+
+    def spec(self):
+        """The values for JSON: a range of several integers as the string ``"LOW-HIGH"``."""
+        return [
+            (f"{v.start}-{v.stop - 1}" if _count(v) > 1 else v.start) if isinstance(v, range) else v
+            for v in self.items()
+        ]
+
+    def text(self):
+        """The values as the command line writes them: ``0-9,20``."""
+        return ",".join(map(str, self.spec()))
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, i):
+        if not -self.size <= i < self.size:
+            raise IndexError(f"value {i} of {self.size}")
+        i %= self.size
+        j = bisect.bisect_right(self._starts, i) - 1
+        return self.parts[j][i - self._starts[j]]
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(self.parts)
+
+    def __eq__(self, other):
+        if isinstance(other, Values):
+            return self.parts == other.parts  # as distinct() builds them: adjacent parts joined
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return self.size == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Values({self.text()})"
+
+
+def _count(part):
+    return part.stop - part.start if isinstance(part, range) else len(part)
+
+
+def _claim(covered, lo, hi):
+    """The pieces of ``range(lo, hi)`` outside ``covered``, which then covers them too.
+
+    ``covered`` holds the start and stop of disjoint intervals, sorted: an
+    integer ``x`` is covered when ``bisect_right(covered, x)`` is odd.
+    """
+    i, j = bisect.bisect_right(covered, lo), bisect.bisect_left(covered, hi)
+    cuts = [lo, *covered[i:j], hi]  # alternately outside and inside, from lo's side
+    pieces = [range(a, b) for a, b in zip(cuts[i % 2 :: 2], cuts[i % 2 + 1 :: 2]) if a < b]
+    covered[i:j] = [lo] * (i % 2 == 0) + [hi] * (j % 2 == 0)
+    return pieces
+
+
+def normalize_grid(grid):
+    """``{setting: Values}`` from ``{setting: value or iterable}``, every value parsed.
+
+    Keys are the ``scratchnet train`` settings; ``seeds`` is accepted for
+    ``seed``. A ``range`` of step 1 of an integer setting stays a range
+    (checked at its ends); other iterables are read value by value.
     """
     out = {}
     for key, values in grid.items():
         key = "seed" if key == "seeds" else key
         if key not in run_settings.DEFAULTS:
             raise SweepError(f"unknown setting {key!r}; sweepable: {', '.join(run_settings.DEFAULTS)}")
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        if isinstance(values, Values):
+            values = values.items()
+        elif isinstance(values, range) and values.step == 1 and run_settings.is_integer(key):
             values = [values]
-        values = [None if v is None else _parse_one(key, v) for v in values]
-        if key == "data_dir":
-            values = [None if v is None else _resolved_data_dir(v) for v in values]
-        if not values:
+        elif isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            values = [values]
+        values = Values.distinct(_normalized(key, v) for v in values)  # duplicates would be the same run
+        if not values.size:
             raise SweepError(f"{run_settings.option_name(key)}: no values")
-        out[key] = list(dict.fromkeys(values))  # duplicates would be the same run
+        out[key] = values
     return out
 
 
-def expand(grid, random=None, random_seed=0):
-    """Settings of every run: the full grid (in order), or ``random`` points of it drawn without replacement."""
-    keys = list(grid)
-    points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-    if random is not None:
-        import numpy as np
+def _normalized(key, value):
+    if value is None:
+        return None
+    if isinstance(value, range) and value.step == 1 and run_settings.is_integer(key):
+        return _checked_range(key, value)
+    value = _parse_one(key, value)
+    return _resolved_data_dir(value) if key == "data_dir" else value
 
+
+def grid_size(grid):
+    """The number of points of a grid (as :func:`normalize_grid` returns it): a Python int, any size."""
+    return math.prod(values.size for values in grid.values())
+
+
+def grid_point(grid, number):
+    """The settings of point ``number`` of the grid, counted as itertools.product counts (the last key fastest)."""
+    point = {}
+    for key in reversed(grid):
+        number, i = divmod(number, grid[key].size)
+        point[key] = grid[key][i]
+    return {key: point[key] for key in grid}
+
+
+class Points(Sequence):
+    """Points of a grid by their numbers (a range, or a sorted list): each computed when asked for."""
+
+    def __init__(self, grid, numbers):
+        self.grid, self.numbers = grid, numbers
+
+    def __len__(self):
+        return len(self.numbers)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Points(self.grid, self.numbers[i])
+        return grid_point(self.grid, self.numbers[i])
+
+    def __iter__(self):
+        return (grid_point(self.grid, n) for n in self.numbers)
+
+    def __eq__(self, other):
+        if not isinstance(other, (Points, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Points({len(self)} of {grid_size(self.grid):,})"
+
+
+def expand(grid, random=None, random_seed=0):
+    """Settings of every run: the full grid (in order), or ``random`` points of it drawn without replacement.
+
+    ``grid`` is as :func:`normalize_grid` returns it. Returns :class:`Points`
+    (a sequence of settings dicts, in grid order) of at most :data:`MAX_RUNS`
+    points; a larger full grid, or ``random > MAX_RUNS``, is a SweepError.
+    The points of ``random`` are :func:`sample_numbers` (``random_seed``).
+    """
+    size = grid_size(grid)
+    if random is not None:
         if random < 1:
             raise SweepError(f"--random {random}: must be >= 1")
-        if random < len(points):
-            chosen = np.random.default_rng(random_seed).choice(len(points), size=random, replace=False)
-            points = [points[i] for i in sorted(chosen)]
-    return points
+        if random > MAX_RUNS:
+            raise SweepError(f"--random {random}: more runs than a sweep does ({MAX_RUNS:,})")
+        if random < size:
+            return Points(grid, sample_numbers(size, random, random_seed))
+    if size > MAX_RUNS:
+        options = " ".join(f"{run_settings.option_name(k)} {_short(v.text())}" for k, v in grid.items() if v.size > 1)
+        raise SweepError(
+            f"{options}: the grid has {size:,} runs, more than a sweep runs in full ({MAX_RUNS:,}); "
+            "sample it with --random N"
+        )
+    return Points(grid, range(size))
+
+
+def _short(text, width=40):
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def sample_numbers(size, n, seed):
+    """``n`` distinct point numbers of ``range(size)``, sorted; ``n < size``. Reproducible from ``seed``.
+
+    Up to 2**63 - 1 points: ``numpy.random.default_rng(seed).choice(size,
+    n, replace=False)``, as scratchnet always drew them (numpy draws a few
+    points of a large grid by Floyd's algorithm, in O(n) memory). Beyond:
+    Floyd's algorithm over Python integers, each drawn from whole 64-bit
+    words of the same generator (:func:`_below`), in O(n) memory.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if size <= np.iinfo(np.int64).max:
+        return sorted(int(k) for k in rng.choice(size, size=n, replace=False))
+    chosen = set()
+    for j in range(size - n, size):  # Floyd: n draws, each a new number
+        k = _below(rng, j + 1)
+        chosen.add(j if k in chosen else k)
+    return sorted(chosen)
+
+
+def _below(rng, n):
+    """A uniform integer of ``range(n)``, any ``n >= 1``: the top bits of whole 64-bit words, again if ``>= n``."""
+    bits = (n - 1).bit_length()
+    words = -(-bits // 64)
+    while True:
+        k = 0
+        for word in rng.bit_generator.random_raw(words).tolist():
+            k = k << 64 | word
+        k >>= words * 64 - bits
+        if k < n:
+            return k
 
 
 def canonical(settings):
@@ -362,9 +577,16 @@ def sweep(
         ``{setting: value or list of values}`` over the settings of a run
         (the keys of :data:`scratchnet.runs.DEFAULTS`: ``gradient``,
         ``numgrad_method``, ``backend``, ``iters``, ``batch_size``, ``lr``,
-        ``hidden``, ``seed``, ``data_dir``); the full product is run.
+        ``hidden``, ``seed``, ``data_dir``). A ``range`` of an integer
+        setting is never listed, whatever its size. The full product is
+        run, up to :data:`MAX_RUNS` (100,000) runs; a larger grid is a
+        :class:`SweepError` that says to sample it with ``random``.
     random : int, optional
-        Run only this many points of the grid, drawn with ``random_seed``.
+        Run only this many points of the grid (at most ``MAX_RUNS``), drawn
+        without replacement with ``random_seed`` (:func:`sample_numbers`:
+        the same seed, the same points) and run in grid order. Drawing them
+        takes time and memory in ``random``, not in the size of the grid:
+        a grid of 10**21 points is sampled at once.
     scheduler, scheduler_file : str, optional
         An existing Dask cluster. Default: a LocalCluster on this machine,
         ``workers`` processes (default: the number of cores).
@@ -388,7 +610,7 @@ def sweep(
         stops the sweep: completed runs are kept, ``interrupted`` is True.
     """
     grid = normalize_grid(grid)
-    swept = [k for k, v in grid.items() if len(v) > 1]
+    swept = [k for k, v in grid.items() if v.size > 1]
     points = [{"id": run_id(s, swept), "settings": canonical(s)} for s in expand(grid, random, random_seed)]
     out = prepare_sweep_dir(out)
     _write_spec(out, grid, random, random_seed, points)
@@ -415,6 +637,7 @@ def sweep(
 
 
 def _write_spec(out, grid, random, random_seed, points):
+    grid = {k: v.spec() for k, v in grid.items()}
     spec = {"grid": grid, "random": random, "random_seed": random_seed, "runs": [p["id"] for p in points]}
     atomic_write_text(out / "sweep.json", json.dumps(spec, indent=2) + "\n")
 

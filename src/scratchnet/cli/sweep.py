@@ -2,10 +2,10 @@
 
 Every ``scratchnet train`` setting is an option taking a list
 (``--lr 0.01,0.1,1``) or, for integers, a range (``--seeds 0-9``); the
-full grid runs, or ``--random N`` points of it. Each run is an ordinary
-run directory ``DIR/runs/<id>/``; a sweep started again skips the runs
-that exist (resuming is the default) and does the rest. See
-:mod:`scratchnet.sweep`.
+full grid runs (up to 100,000 runs), or ``--random N`` points of it,
+drawn from a grid of any size. Each run is an ordinary run directory
+``DIR/runs/<id>/``; a sweep started again skips the runs that exist
+(resuming is the default) and does the rest. See :mod:`scratchnet.sweep`.
 
 Exit status: 0 every run completed, 1 some failed (see results.csv), 2 bad
 options, 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP (completed
@@ -17,6 +17,7 @@ import sys
 import threading
 
 from ..runs.settings import CHECKPOINT_EVERY, DEFAULTS, option_name, seconds
+from ..sweep import MAX_RUNS
 from . import CLIError, argument_type, emit, int_at_least
 from ._signals import STOP_SIGNALS, exit_status, signal_name
 from .train import OPTION_HELP
@@ -29,12 +30,13 @@ def add_parser(sub):
         help="run a grid of train settings on Dask (a LocalCluster, or your cluster)",
         description=(
             "Run scratchnet train over a grid of settings: each setting option takes a list "
-            "(--lr 0.01,0.1,1) or an integer range (--seeds 0-9); the full grid runs, or --random N "
-            "points of it. Each run is written to DIR/runs/<id>/ exactly as 'scratchnet train --out' "
-            "writes it; starting the same sweep again skips the runs already done. At the end: "
-            "DIR/results.csv and DIR/summary.png. Runs execute on a Dask LocalCluster on this "
-            "machine (one worker process per core, one kernel thread per run) unless --scheduler "
-            'or --scheduler-file names an existing Dask cluster. Needs: pip install "scratchnet[sweep]".'
+            "(--lr 0.01,0.1,1) or an integer range (--seeds 0-9); the full grid runs, up to "
+            f"{MAX_RUNS:,} runs, or --random N points of it, drawn from a grid of any size. Each run "
+            "is written to DIR/runs/<id>/ exactly as 'scratchnet train --out' writes it; starting "
+            "the same sweep again skips the runs already done. At the end: DIR/results.csv and "
+            "DIR/summary.png. Runs execute on a Dask LocalCluster on this machine (one worker "
+            "process per core, one kernel thread per run) unless --scheduler or --scheduler-file "
+            'names an existing Dask cluster. Needs: pip install "scratchnet[sweep]".'
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory (required)")
@@ -42,8 +44,20 @@ def add_parser(sub):
         names = [option_name(key), "--seeds"] if key == "seed" else [option_name(key)]
         text = OPTION_HELP.get(key, ("", key.replace("_", " ")))[1]
         p.add_argument(*names, dest=key, metavar="LIST", help=f"{text}: values, comma-separated (default: {default})")
-    p.add_argument("--random", type=int_at_least(1), metavar="N", help="run N points of the grid, drawn at random")
-    p.add_argument("--random-seed", type=int_at_least(0), default=0, metavar="S", help="seed of --random (default: 0)")
+    p.add_argument(
+        "--random",
+        type=int_at_least(1),
+        metavar="N",
+        help=f"run N points of the grid (at most {MAX_RUNS:,}), drawn at random without replacement; "
+        f"needed for a grid of more than {MAX_RUNS:,} runs",
+    )
+    p.add_argument(
+        "--random-seed",
+        type=int_at_least(0),
+        default=0,
+        metavar="S",
+        help="seed of --random: the same S, the same points (default: 0)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
     where.add_argument("--scheduler-file", metavar="FILE", help="the scheduler file of an existing Dask cluster")
