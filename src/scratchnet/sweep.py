@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._atomic import atomic_open, atomic_write_text
-from .runs import RunError, directory, run_training
+from .runs import RunError, directory, lock, run_training
 from .runs import settings as run_settings
 from .runs.settings import CHECKPOINT_EVERY
 
@@ -431,7 +431,7 @@ def _row_of(config, best_epoch_test_acc):
 
 # -- the sweep directory -----------------------------------------------------
 def prepare_sweep_dir(out):
-    """DIR and DIR/runs, writable; stale temporaries of an interrupted sweep removed."""
+    """DIR and DIR/runs, writable; stale temporaries of an interrupted sweep removed (hold DIR's lock)."""
     if str(out) == "":
         raise SweepError("--out '': an empty path; name a directory, e.g. --out sweep")
     out = Path(out)
@@ -612,28 +612,47 @@ def sweep(
     grid = normalize_grid(grid)
     swept = [k for k, v in grid.items() if v.size > 1]
     points = [{"id": run_id(s, swept), "settings": canonical(s)} for s in expand(grid, random, random_seed)]
-    out = prepare_sweep_dir(out)
-    _write_spec(out, grid, random, random_seed, points)
-    rows = {}
-    for p in points:
-        row = completed_row(out / "runs" / p["id"])
-        if row is not None:
-            rows[p["id"]] = row
-    todo = [p for p in points if p["id"] not in rows]
-    if on_start is not None:
-        on_start(len(points), len(points) - len(todo))
-    interrupted = False
-    if todo:
-        interrupted = _execute(
-            out, todo, rows, (threads, checkpoint_every), progress, on_result, client,
-            (scheduler, scheduler_file, workers),
-        )  # fmt: skip
-    write_results(out, points, rows)
-    plotted = write_summary(out, points, rows, swept)
+    with _locked(out):  # one process at a time in a sweep directory
+        out = prepare_sweep_dir(out)
+        _write_spec(out, grid, random, random_seed, points)
+        rows = {}
+        for p in points:
+            row = completed_row(out / "runs" / p["id"])
+            if row is not None:
+                rows[p["id"]] = row
+        todo = [p for p in points if p["id"] not in rows]
+        if on_start is not None:
+            on_start(len(points), len(points) - len(todo))
+        interrupted = False
+        if todo:
+            interrupted = _execute(
+                out, todo, rows, (threads, checkpoint_every), progress, on_result, client,
+                (scheduler, scheduler_file, workers),
+            )  # fmt: skip
+        write_results(out, points, rows)
+        plotted = write_summary(out, points, rows, swept)
     table = [{"id": p["id"], **p["settings"], **rows.get(p["id"], {"status": "not run"})} for p in points]
     for r in table:
         r.pop("files", None)
     return SweepResult(out, swept, table, interrupted, plotted)
+
+
+@contextlib.contextmanager
+def _locked(out):
+    """Hold the sweep directory's lock (see :mod:`scratchnet.runs.lock`); SweepError if another process has it."""
+    if str(out) == "":
+        raise SweepError("--out '': an empty path; name a directory, e.g. --out sweep")
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise SweepError(f"--out {out}: cannot write there ({reason}); choose a writable directory") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock.locked(out))
+        except RunError as exc:
+            raise SweepError(str(exc)) from None
+        yield
 
 
 def _write_spec(out, grid, random, random_seed, points):
