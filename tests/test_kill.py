@@ -26,6 +26,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -122,8 +123,9 @@ def kill_campaign(data_dir, workdir, seconds, seed=0):
     end = time.monotonic() + seconds
     run_number, committed = 0, False
     out = workdir / "run0"
-    session_length = 2.0  # seconds from start to end of a session, learnt as sessions end
+    lengths = [2.0]  # seconds from start to end of the sessions that ran to their end
     while time.monotonic() < end:
+        session_length = statistics.median(lengths)
         session = Session(settings, out, committed, env)
         started = time.monotonic()
         spared = rng.random() < 0.2  # so that runs also complete, and their parameters are compared
@@ -139,7 +141,8 @@ def kill_campaign(data_dir, workdir, seconds, seed=0):
             counts["kills_mid_save"] += mid_save
         else:
             err = session.finish()
-            session_length = max(session_length, time.monotonic() - started)
+            if spared:
+                lengths.append(time.monotonic() - started)
         assert "Traceback" not in err, err
         try:
             saved = runs.load_run(out) if directory.holds_run(out) else None

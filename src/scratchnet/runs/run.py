@@ -177,18 +177,28 @@ def _restore(net, saved, option):
 
 
 # -- training and evaluation -------------------------------------------------
+CHECKPOINT_SHARE = 0.02  # the most of a run's time its checkpoints may take
+
+
 class _Checkpoints:
-    """Commits the run's state to its directory every ``every`` seconds of work (the time saving takes not counted)."""
+    """Commits the run's state to its directory every ``every`` seconds of work (the time saving takes not counted).
+
+    Never more often than keeps the commits under CHECKPOINT_SHARE of the
+    time: after a commit that took c seconds, the next waits at least
+    c / CHECKPOINT_SHARE.
+    """
 
     def __init__(self, out, setup, every, argv, reporter):
         self.out, self.setup, self.every, self.argv, self.reporter = out, setup, every, argv, reporter
         self.started = time.perf_counter()
         self.last = time.monotonic()
+        self.cost = 0.0
         self.failed = False
 
     def __call__(self, history):
-        if time.monotonic() - self.last < self.every:
+        if time.monotonic() - self.last < max(self.every, self.cost / CHECKPOINT_SHARE):
             return
+        start = time.monotonic()
         config = _config(self.setup, history, None, time.perf_counter() - self.started, self.argv)
         try:
             directory.commit(self.out, self.setup.net.params, history, config)
@@ -199,6 +209,7 @@ class _Checkpoints:
                 )
             self.failed = True
         self.last = time.monotonic()
+        self.cost = self.last - start
 
 
 def _train_loop(setup, reporter, stop, checkpoint=None):
@@ -357,7 +368,9 @@ def run_training(
     checkpoint_every : float, optional
         Seconds of work between two commits of the run's state to
         ``out_dir`` (a process killed at any moment loses at most this
-        much work); 0: only at the end.
+        much work); 0: only at the end. Commits never take more than 2% of
+        the time: after one that took c seconds, the next waits at least
+        50 c (0.4 s for the chapter's run).
 
     Returns
     -------
