@@ -13,7 +13,9 @@ session:
   the last iteration the child reported to the iteration committed is at
   most the interval (CHECKPOINT_EVERY, or 50 times the session's longest
   commit if that is longer: the 2% rule), plus a commit the kill cut
-  short, plus SLACK (one stretch, about 0.05 s, and scheduling);
+  short, plus SLACK (one stretch, about 0.05 s of work, and the scheduling
+  of a loaded machine: 0.83 s against a bound of 0.78 s was seen once with
+  CI running beside it);
 
 then resumes (or starts again, if nothing was committed). A run that
 completes must end with parameters bitwise those of a run never killed.
@@ -44,7 +46,7 @@ from test_cli import make_mnist_dir
 pytestmark = pytest.mark.slow
 
 CHECKPOINT_EVERY = 0.2
-SLACK = 0.25
+SLACK = 0.5  # a stretch (0.05 s of work) and the scheduling of a loaded machine
 SETTINGS = {"gradient": "backprop", "batch_size": 40, "hidden": 6, "lr": 0.5, "iters": 6000}
 
 CHILD = """
@@ -123,7 +125,7 @@ def wait_for_a_save(out, deadline):
     """Return as soon as anything in ``out`` changes (a save has begun), or at ``deadline``."""
     before = directory_state(out)
     while time.monotonic() < deadline and directory_state(out) == before:
-        time.sleep(0.0002)
+        time.sleep(0.001)
 
 
 def kill_campaign(data_dir, workdir, seconds, seed=0):
