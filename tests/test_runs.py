@@ -4,6 +4,7 @@ The kill test (tests/test_kill.py) SIGKILLs real processes at random
 instants; these tests check each piece in-process.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -153,23 +154,29 @@ with lock.locked(sys.argv[1]):
 """
 
 
-def test_a_directory_in_use_is_refused_at_once_naming_the_holder(data_dir, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def lock_holder(directory):
+    """Another process holding ``directory``'s lock until the block ends (SIGKILL); yields it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        with pytest.raises(RunError, match=rf"--out {out}: in use by another scratchnet \(pid {holder.pid}: "):
-            runs.run_training(settings(data_dir), out, threads=1)
-        holder.kill()  # SIGKILL: the lock file stays, the lock goes with the process
-        holder.wait(timeout=30)
-        assert (out / lock.LOCK_FILE).exists()
-        assert runs.run_training(settings(data_dir), out, threads=1).status == "completed"
-        assert not (out / lock.LOCK_FILE).exists()
+        yield holder
     finally:
         holder.kill()
         holder.wait(timeout=30)
         holder.stdout.close()
+
+
+def test_a_directory_in_use_is_refused_at_once_naming_the_holder(data_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with lock_holder(out) as holder:
+        with pytest.raises(RunError, match=rf"--out {out}: in use by another scratchnet \(pid {holder.pid}: "):
+            runs.run_training(settings(data_dir), out, threads=1)
+    # the holder was killed: the lock file stays, the lock went with the process
+    assert (out / lock.LOCK_FILE).exists()
+    assert runs.run_training(settings(data_dir), out, threads=1).status == "completed"
+    assert not (out / lock.LOCK_FILE).exists()
 
 
 def test_the_lock_excludes_within_one_process_too(tmp_path):

@@ -483,19 +483,13 @@ def test_local_cluster_ctrl_c_keeps_completed_runs_and_a_restart_finishes(data_d
 
 def test_a_sweep_directory_in_use_is_refused_at_once(tmp_path, capsys):
     """A second sweep (or train) in a sweep directory fails at once, naming the process that uses it."""
-    from test_runs import HOLD
+    from test_runs import lock_holder
 
     out = tmp_path / "sweep"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "locked\n"
+    with lock_holder(out) as holder:
         status = cli.main(["sweep", "--out", str(out), "--iters", "1", "--no-progress"])
         err = capsys.readouterr().err
         assert status == 2 and err.count("\n") == 1, err
         assert err.startswith(f"scratchnet: error: --out {out}: in use by another scratchnet (pid {holder.pid}: ")
         assert not (out / "runs").exists()  # nothing touched
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        holder.stdout.close()

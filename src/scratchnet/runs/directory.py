@@ -41,6 +41,8 @@ CHECKPOINT_FORMAT = 1
 # (the three after the checkpoint made a run resumable before version 0.2).
 RUN_FILES = (CHECKPOINT, "params.npz", "history.json", "config.json", "history.csv", "accuracy.png", "loss.png")
 PLOT_FILES = ("accuracy.png", "loss.png")
+# What reading a damaged or hand-made run directory can raise: each becomes one RunError line.
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, OverflowError, AttributeError, EOFError, BadZipFile)
 
 
 # -- writing -----------------------------------------------------------------
@@ -249,7 +251,7 @@ def load_run(directory, option="--resume"):
         config, history, params, digest = _read_checkpoint(directory / CHECKPOINT)
         _check_valid(config, history, params, CHECKPOINT)
         edited = _edited_export(directory, config, history, params, digest)
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, AttributeError, EOFError, BadZipFile) as exc:
+    except UNREADABLE as exc:
         raise RunError(f"{option} {directory}: cannot {_verb(option)} the saved run: {exc}") from None
     if edited:
         raise RunError(
@@ -341,7 +343,7 @@ def _load_exports(directory, option):
         history = History.from_dict(hist)
         params = _read_params(directory / "params.npz", hist.get("params_sha256"))
         _check_valid(config, history, params, "params.npz")
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:
+    except UNREADABLE as exc:
         raise RunError(f"{option} {directory}: cannot {_verb(option)} the saved run: {exc}") from None
     return SavedRun(directory, config, history, params)
 
