@@ -431,9 +431,7 @@ def _row_of(config, best_epoch_test_acc):
 
 # -- the sweep directory -----------------------------------------------------
 def prepare_sweep_dir(out):
-    """DIR and DIR/runs, writable; stale temporaries of an interrupted sweep removed (hold DIR's lock)."""
-    if str(out) == "":
-        raise SweepError("--out '': an empty path; name a directory, e.g. --out sweep")
+    """DIR/runs, writable; stale temporaries of an interrupted sweep removed (DIR exists, its lock held)."""
     out = Path(out)
     runs = out / "runs"
     try:
