@@ -627,6 +627,9 @@ def sweep(
                 out, todo, rows, (threads, checkpoint_every), progress, on_result, client,
                 (scheduler, scheduler_file, workers),
             )  # fmt: skip
+        for p in todo:  # stored, but interrupted before its row was recorded
+            if p["id"] not in rows and (row := completed_row(out / "runs" / p["id"])) is not None:
+                rows[p["id"]] = row
         write_results(out, points, rows)
         plotted = write_summary(out, points, rows, swept)
     table = [{"id": p["id"], **p["settings"], **rows.get(p["id"], {"status": "not run"})} for p in points]
